@@ -1,0 +1,96 @@
+use std::path::PathBuf;
+
+/// Everything that can go wrong between a bundle on disk and a ranked list.
+///
+/// Variants split into two families: load-time problems (the bundle is unusable and must
+/// never be served) and request-time problems (one batch or one request failed; the engine
+/// keeps serving).
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: malformed JSON: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("bundle manifest: {0}")]
+    Manifest(String),
+    #[error("{file}: sha256 {actual} does not match the manifest's {expected}")]
+    Checksum {
+        file: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{file}: {reason}")]
+    ModelFile { file: String, reason: String },
+    #[error("item table: {0}")]
+    ItemTable(String),
+    #[error("device: {0}")]
+    Device(String),
+    #[error("precision {precision} is not supported on {device}: half precision needs CUDA")]
+    PrecisionUnsupported { precision: String, device: String },
+    #[error("model does not fit the manifest (query_dim {query_dim}, item_dim {item_dim}): {reason}")]
+    Shape {
+        query_dim: usize,
+        item_dim: usize,
+        reason: String,
+    },
+    #[error("golden set case {case}: {reason}")]
+    Golden { case: usize, reason: String },
+    #[error("invalid input: {0}")]
+    Input(#[from] InputError),
+    #[error("model produced a non-finite score ({score}) for the request")]
+    NonFiniteScore { score: f32 },
+    #[error("libtorch: {0}")]
+    Torch(String),
+}
+
+/// A request that does not fit the loaded model. Each variant names the offending field so
+/// the server can answer INVALID_ARGUMENT precisely.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InputError {
+    #[error("query: expected {expected} features, got {actual}")]
+    QueryDim { expected: usize, actual: usize },
+    #[error("query[{index}]: feature is {value}, every feature must be finite")]
+    QueryNotFinite { index: usize, value: f32 },
+    #[error("candidate_ids: must not be empty")]
+    NoCandidates,
+    #[error("candidate_ids[{index}]: id {id} is not in the item table (valid ids are 0..{item_count})")]
+    UnknownId {
+        index: usize,
+        id: i64,
+        item_count: usize,
+    },
+    #[error("top_k: must be at least 1")]
+    ZeroTopK,
+}
+
+impl InputError {
+    /// The request field this error is about, for structured error details and metrics.
+    pub fn field(&self) -> &'static str {
+        match self {
+            InputError::QueryDim { .. } | InputError::QueryNotFinite { .. } => "query",
+            InputError::NoCandidates | InputError::UnknownId { .. } => "candidate_ids",
+            InputError::ZeroTopK => "top_k",
+        }
+    }
+}
+
+/// libtorch errors carry a C++ backtrace after the first line; operators need the first line.
+pub(crate) fn torch_err(e: tch::TchError) -> KernelError {
+    KernelError::Torch(first_line(&e.to_string()))
+}
+
+pub(crate) fn first_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("unknown error")
+        .to_string()
+}

@@ -1,0 +1,13 @@
+//! rankd's gRPC API, generated from the `.proto` files in this crate.
+//!
+//! A search frontend depends on this crate alone (never on libtorch): it holds the generated
+//! messages, clients and servers, and the descriptor set that server reflection serves.
+
+/// `rankd.v1`: the Ranker service.
+#[allow(clippy::all, clippy::pedantic)]
+pub mod v1 {
+    tonic::include_proto!("rankd.v1");
+}
+
+/// Encoded `FileDescriptorSet` of every rankd `.proto`, for tonic-reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rankd_descriptor.bin"));
