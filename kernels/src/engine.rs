@@ -175,8 +175,8 @@ impl TorchRanker {
             scores
         };
         let (top_scores, top_pos) = scores.f_topk(to_i64(k_max), 1, true, true).map_err(torch_err)?;
-        let top_scores = t(t(top_scores.f_to_kind(Kind::Float))?.f_to_device(Device::Cpu))?;
-        let top_pos = t(top_pos.f_to_device(Device::Cpu))?;
+        let top_scores = t(t(t(top_scores.f_to_kind(Kind::Float))?.f_to_device(Device::Cpu))?.f_view([-1]))?;
+        let top_pos = t(t(top_pos.f_to_device(Device::Cpu))?.f_view([-1]))?;
         let top_scores = Vec::<f32>::try_from(&top_scores).map_err(torch_err)?;
         let top_pos = Vec::<i64>::try_from(&top_pos).map_err(torch_err)?;
 

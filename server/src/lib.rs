@@ -1,1 +1,18 @@
+//! A rankd node: the gRPC services, the batching scheduler, metrics and configuration.
+//!
+//! Request path: tonic → [`stack::serving_stack`] (metrics, error mapping, deadline, load
+//! shed, concurrency limit) → [`service::RankService`] (validation) →
+//! [`scheduler::Scheduler`] (bounded queue, dynamic batching on dedicated threads) →
+//! `rankd_kernels::Ranker` → response.
 
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod node;
+pub mod scheduler;
+pub mod service;
+pub mod stack;
+pub mod telemetry;
+
+pub use config::{Config, ConfigError};
+pub use node::{run, StartError};

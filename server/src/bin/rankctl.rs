@@ -1,0 +1,174 @@
+//! `rankctl`: the operator's command line for a rankd node.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use rankd_proto::v1::ranker_client::RankerClient;
+use rankd_proto::v1::RankRequest;
+use serde::Deserialize;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+#[derive(Parser)]
+#[command(name = "rankctl", version, about = "Operate rankd nodes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Rank candidates for one query and print the ranked table.
+    Rank(RankArgs),
+    /// Print a node's health (overall and per service).
+    Health {
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        addr: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct RankArgs {
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    addr: String,
+    /// JSON file: either an array of floats, or {"query": [...], "candidates": [...]}.
+    #[arg(long)]
+    query_file: PathBuf,
+    /// Candidate ids, comma separated, with inclusive ranges: `1,5,10-20`. Defaults to the
+    /// query file's `candidates`.
+    #[arg(long)]
+    candidates: Option<String>,
+    #[arg(long, default_value_t = 10)]
+    top_k: u32,
+    #[arg(long, default_value = "")]
+    request_id: String,
+    /// Deadline for the call, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    timeout_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum QueryFile {
+    Bare(Vec<f32>),
+    Full {
+        query: Vec<f32>,
+        #[serde(default)]
+        candidates: Vec<i64>,
+    },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let cli = Cli::parse();
+    let res = match cli.command {
+        Command::Rank(args) => rank(args).await,
+        Command::Health { addr } => health(addr).await,
+    };
+    if let Err(e) = res {
+        eprintln!("rankctl: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn rank(args: RankArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&args.query_file)
+        .with_context(|| format!("reading {}", args.query_file.display()))?;
+    let (query, file_candidates) = match serde_json::from_str::<QueryFile>(&text)
+        .with_context(|| format!("parsing {}", args.query_file.display()))?
+    {
+        QueryFile::Bare(q) => (q, Vec::new()),
+        QueryFile::Full { query, candidates } => (query, candidates),
+    };
+    let candidates = match &args.candidates {
+        Some(list) => parse_id_list(list)?,
+        None if !file_candidates.is_empty() => file_candidates,
+        None => bail!("no candidates: pass --candidates or put them in the query file"),
+    };
+    let mut client = RankerClient::connect(args.addr.clone())
+        .await
+        .with_context(|| format!("connecting to {}", args.addr))?;
+    let mut req = tonic::Request::new(RankRequest {
+        request_id: args.request_id,
+        query,
+        candidate_ids: candidates,
+        top_k: args.top_k,
+    });
+    req.set_timeout(Duration::from_millis(args.timeout_ms));
+    let start = Instant::now();
+    let resp = client.rank(req).await.map_err(|s| {
+        anyhow::anyhow!("rank failed: {:?}: {}", s.code(), s.message())
+    })?;
+    let elapsed = start.elapsed();
+    let resp = resp.into_inner();
+    println!("{:>4}  {:>10}  {:>12}", "rank", "item_id", "score");
+    for (i, item) in resp.items.iter().enumerate() {
+        println!("{:>4}  {:>10}  {:>12.6}", i + 1, item.id, item.score);
+    }
+    println!(
+        "model {} version {} on {} in {:.2} ms (request {})",
+        resp.model_name,
+        resp.model_version,
+        resp.node_id,
+        elapsed.as_secs_f64() * 1e3,
+        resp.request_id
+    );
+    Ok(())
+}
+
+async fn health(addr: String) -> Result<()> {
+    let channel = tonic::transport::Endpoint::from_shared(addr.clone())
+        .with_context(|| format!("bad address {addr}"))?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    let mut client = HealthClient::new(channel);
+    for service in ["", "rankd.v1.Ranker"] {
+        let status = client
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("health check failed: {:?}: {}", s.code(), s.message()))?
+            .into_inner();
+        let name = if service.is_empty() { "(overall)" } else { service };
+        let status = tonic_health::pb::health_check_response::ServingStatus::try_from(status.status)
+            .map(|s| s.as_str_name().to_string())
+            .unwrap_or_else(|_| format!("unknown ({})", status.status));
+        println!("{name:<20} {status}");
+    }
+    Ok(())
+}
+
+/// `1,5,10-20` → [1, 5, 10, 11, ..., 20].
+fn parse_id_list(s: &str) -> Result<Vec<i64>> {
+    let mut ids = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) if !a.is_empty() => {
+                let (a, b): (i64, i64) = (a.trim().parse()?, b.trim().parse()?);
+                if b < a || b - a > 1_000_000 {
+                    bail!("bad candidate range {part}");
+                }
+                ids.extend(a..=b);
+            }
+            _ => ids.push(part.parse().with_context(|| format!("bad candidate id {part:?}"))?),
+        }
+    }
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_id_list;
+
+    #[test]
+    fn parses_lists_and_ranges() {
+        assert_eq!(parse_id_list("1,5,10-12").unwrap(), vec![1, 5, 10, 11, 12]);
+        assert_eq!(parse_id_list(" 7 ").unwrap(), vec![7]);
+        assert!(parse_id_list("3-1").is_err());
+        assert!(parse_id_list("x").is_err());
+    }
+}

@@ -1,0 +1,333 @@
+//! Node configuration: one TOML file, overridden by `RANKD_*` environment variables
+//! (nested keys with `__`, e.g. `RANKD_MODEL__DEVICE=cpu`), overridden in turn by CLI flags.
+//!
+//! `validate()` rejects combinations that would misbehave at run time rather than letting
+//! the node start and fail later.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use rankd_kernels::{DeviceSpec, EngineConfig, Precision};
+use serde::{Deserialize, Serialize};
+
+/// A configuration that cannot be used. The binary exits with code 64 on this.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Load(String),
+    #[error("invalid config: {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Stable name of this node, reported in every response.
+    pub node_id: String,
+    pub server: ServerConfig,
+    pub model: ModelConfig,
+    pub batching: BatchingConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// gRPC address for Rank, health and reflection.
+    pub listen: SocketAddr,
+    /// HTTP address for Prometheus `/metrics`.
+    pub metrics_listen: SocketAddr,
+    /// Deadline applied when the client sends none; a client's own deadline is capped by it.
+    pub request_timeout_ms: u64,
+    /// Rank calls in flight at once; beyond this new calls are shed at once.
+    pub max_concurrent_requests: usize,
+    /// Largest encoded request accepted; larger ones get OUT_OF_RANGE.
+    pub max_message_bytes: usize,
+    /// After SIGTERM, how long the node keeps serving while reporting NOT_SERVING, so load
+    /// balancers move traffic away before connections close.
+    pub drain_delay_ms: u64,
+    /// After the drain delay, how long in-flight requests get to finish before exit.
+    pub shutdown_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Directory holding manifest.json, model.pt, items.safetensors and golden.json.
+    pub bundle: PathBuf,
+    pub device: DeviceSpec,
+    pub precision: Precision,
+    /// libtorch intra-op threads; 0 keeps libtorch's default (one per core).
+    pub torch_threads: usize,
+    /// Golden replay score tolerance; unset uses the precision's default.
+    pub golden_tolerance: Option<f32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchingConfig {
+    /// Most requests coalesced into one forward pass.
+    pub max_batch_size: usize,
+    /// Longest a request waits for others to join its batch. Only spent while more
+    /// requests are already on their way in; a lone request runs at once.
+    pub max_queue_delay_us: u64,
+    /// Requests waiting for a worker; when full, Rank answers RESOURCE_EXHAUSTED.
+    pub queue_capacity: usize,
+    /// Inference threads, each running whole batches.
+    pub workers: usize,
+    /// Most candidates in one request; more get OUT_OF_RANGE.
+    pub max_candidates: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// An `EnvFilter` directive such as `info` or `rankd_server=debug`.
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_id: "rankd-1".into(),
+            server: ServerConfig::default(),
+            model: ModelConfig::default(),
+            batching: BatchingConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            request_timeout_ms: 1000,
+            max_concurrent_requests: 1024,
+            max_message_bytes: 4 << 20,
+            drain_delay_ms: 1000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            bundle: PathBuf::from("models/demo"),
+            device: DeviceSpec::Auto,
+            precision: Precision::Fp32,
+            torch_threads: 0,
+            golden_tolerance: None,
+        }
+    }
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        BatchingConfig {
+            max_batch_size: 32,
+            max_queue_delay_us: 500,
+            queue_capacity: 1024,
+            workers: 1,
+            max_candidates: 4096,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Upper bounds that keep a typo from allocating the machine away.
+const MAX_BATCH: usize = 4096;
+const MAX_CANDIDATES: usize = 1 << 20;
+const MAX_QUEUE_DELAY_US: u64 = 100_000;
+
+impl Config {
+    /// Defaults, then the TOML file (if any), then `RANKD_*` variables, then `overrides`.
+    pub fn load(file: Option<&Path>, overrides: impl Serialize) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Load(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        let cfg: Config = fig
+            .merge(Env::prefixed("RANKD_").split("__"))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(|e| ConfigError::Load(e.to_string().replace('\n', "; ")))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, reason: String| Err(ConfigError::Invalid { field, reason });
+        if self.node_id.trim().is_empty() {
+            return bad("node_id", "must not be empty".into());
+        }
+        let s = &self.server;
+        if s.listen == s.metrics_listen && s.listen.port() != 0 {
+            return bad("server.metrics_listen", "must differ from server.listen".into());
+        }
+        if s.request_timeout_ms == 0 {
+            return bad("server.request_timeout_ms", "must be positive".into());
+        }
+        if s.max_concurrent_requests == 0 {
+            return bad("server.max_concurrent_requests", "must be positive".into());
+        }
+        if s.max_message_bytes < 1024 {
+            return bad("server.max_message_bytes", "must be at least 1024".into());
+        }
+        let b = &self.batching;
+        if !(1..=MAX_BATCH).contains(&b.max_batch_size) {
+            return bad("batching.max_batch_size", format!("must be in 1..={MAX_BATCH}"));
+        }
+        if b.max_queue_delay_us > MAX_QUEUE_DELAY_US {
+            return bad(
+                "batching.max_queue_delay_us",
+                format!("must be at most {MAX_QUEUE_DELAY_US} (100 ms); longer only adds latency"),
+            );
+        }
+        if b.queue_capacity < b.max_batch_size {
+            return bad(
+                "batching.queue_capacity",
+                "must be at least batching.max_batch_size".into(),
+            );
+        }
+        if b.workers == 0 || b.workers > 64 {
+            return bad("batching.workers", "must be in 1..=64".into());
+        }
+        if !(1..=MAX_CANDIDATES).contains(&b.max_candidates) {
+            return bad("batching.max_candidates", format!("must be in 1..={MAX_CANDIDATES}"));
+        }
+        if self.model.device == DeviceSpec::Cpu && self.model.precision.is_half() {
+            return bad(
+                "model.precision",
+                format!("{} needs CUDA; use fp32 with device cpu", self.model.precision),
+            );
+        }
+        if let Some(t) = self.model.golden_tolerance {
+            if !(t.is_finite() && t > 0.0) {
+                return bad("model.golden_tolerance", "must be a positive number".into());
+            }
+        }
+        if self.log.level.trim().is_empty() {
+            return bad("log.level", "must not be empty".into());
+        }
+        Ok(())
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.server.request_timeout_ms)
+    }
+
+    pub fn engine(&self) -> EngineConfig {
+        let b = &self.batching;
+        EngineConfig {
+            device: self.model.device,
+            precision: self.model.precision,
+            torch_threads: self.model.torch_threads,
+            golden_tolerance: self.model.golden_tolerance,
+            // The shapes the scheduler will really produce: single requests and full batches.
+            warmup_shapes: vec![(1, 100), (1, 1000), (b.max_batch_size, 100)],
+            warmup_iterations: 3,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid_field(cfg: &Config) -> &'static str {
+        match cfg.validate() {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("expected an invalid field, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn rejects_unsafe_values() {
+        let mut c = Config::default();
+        c.batching.max_batch_size = 0;
+        assert_eq!(invalid_field(&c), "batching.max_batch_size");
+
+        let mut c = Config::default();
+        c.batching.queue_capacity = 4;
+        assert_eq!(invalid_field(&c), "batching.queue_capacity");
+
+        let mut c = Config::default();
+        c.model.device = DeviceSpec::Cpu;
+        c.model.precision = Precision::Fp16;
+        assert_eq!(invalid_field(&c), "model.precision");
+
+        let mut c = Config::default();
+        c.server.metrics_listen = c.server.listen;
+        assert_eq!(invalid_field(&c), "server.metrics_listen");
+
+        let mut c = Config::default();
+        c.batching.max_queue_delay_us = 1_000_000;
+        assert_eq!(invalid_field(&c), "batching.max_queue_delay_us");
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rankd.toml");
+        std::fs::write(
+            &path,
+            "node_id = \"from-file\"\n[batching]\nmax_batch_size = 8\nworkers = 2\n",
+        )
+        .unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("RANKD_BATCHING__WORKERS", "3");
+            jail.set_env("RANKD_NODE_ID", "from-env");
+            let flags = serde_json::json!({ "node_id": "from-flag" });
+            let c = Config::load(Some(&path), flags).unwrap();
+            assert_eq!(c.batching.max_batch_size, 8);
+            assert_eq!(c.batching.workers, 3);
+            assert_eq!(c.node_id, "from-flag");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rankd.toml");
+        std::fs::write(&path, "[batching]\nmax_bach_size = 8\n").unwrap();
+        let err = Config::load(Some(&path), serde_json::json!({})).unwrap_err();
+        assert!(err.to_string().contains("max_bach_size"), "{err}");
+        let err = Config::load(Some(&dir.path().join("nope.toml")), serde_json::json!({}))
+            .unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+}

@@ -1,0 +1,234 @@
+//! Prometheus series for one node, and the HTTP endpoint that serves them.
+//!
+//! Label values come only from fixed sets (method paths we serve, gRPC code names), never
+//! from request content, so a client cannot blow up the series count.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodCode {
+    pub method: &'static str,
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabel {
+    pub method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub name: String,
+    pub version: String,
+    pub device: String,
+    pub precision: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~6.5 s
+    Histogram::new(exponential_buckets(50e-6, 2.0, 18))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<MethodCode, Counter>,
+    pub request_duration: HistogramFamily<MethodLabel>,
+    pub queue_wait: Histogram,
+    pub batch_size: Histogram,
+    pub inference: Histogram,
+    pub inference_batches: Counter,
+    pub queue_depth: Gauge,
+    pub rejected: Family<Reason, Counter>,
+    pub inference_errors: Counter,
+    pub model_info: Family<ModelLabels, Gauge>,
+    pub model_load_seconds: Gauge<f64, AtomicU64>,
+    pub ready: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("rankd");
+        let requests = Family::<MethodCode, Counter>::default();
+        registry.register(
+            "requests",
+            "gRPC requests served, by method and status code",
+            requests.clone(),
+        );
+        let request_duration: HistogramFamily<MethodLabel> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "request_duration_seconds",
+            "Time from request arrival to response headers, by method",
+            request_duration.clone(),
+        );
+        let queue_wait = latency_histogram();
+        registry.register(
+            "queue_wait_seconds",
+            "Time a request waited in the batching queue before its batch ran",
+            queue_wait.clone(),
+        );
+        let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 13));
+        registry.register(
+            "batch_size",
+            "Requests per forward pass",
+            batch_size.clone(),
+        );
+        let inference = latency_histogram();
+        registry.register(
+            "inference_seconds",
+            "Time of one batch on the device: gather, forward, top-k, copy back",
+            inference.clone(),
+        );
+        let inference_batches = Counter::default();
+        registry.register(
+            "inference_batches",
+            "Forward passes run",
+            inference_batches.clone(),
+        );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "queue_depth",
+            "Requests waiting for an inference worker",
+            queue_depth.clone(),
+        );
+        let rejected = Family::<Reason, Counter>::default();
+        registry.register(
+            "rejected",
+            "Rank requests refused before inference, by reason",
+            rejected.clone(),
+        );
+        let inference_errors = Counter::default();
+        registry.register(
+            "inference_errors",
+            "Requests that failed inside the engine",
+            inference_errors.clone(),
+        );
+        let model_info = Family::<ModelLabels, Gauge>::default();
+        registry.register(
+            "model_info",
+            "The model this node serves (value 1)",
+            model_info.clone(),
+        );
+        let model_load_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "model_load_seconds",
+            "Seconds the active model took to load, warm up and validate",
+            model_load_seconds.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 while the node reports SERVING",
+            ready.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            queue_wait,
+            batch_size,
+            inference,
+            inference_batches,
+            queue_depth,
+            rejected,
+            inference_errors,
+            model_info,
+            model_load_seconds,
+            ready,
+        }
+    }
+
+    pub fn reject(&self, reason: &'static str) {
+        self.rejected.get_or_create(&Reason { reason }).inc();
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Serves `GET /metrics` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: std::sync::Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics listener accept failed");
+                    continue;
+                }
+            },
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let metrics = metrics.clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(&req, &metrics)) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!(error = %e, "metrics connection ended with an error");
+            }
+        });
+    }
+}
+
+fn respond(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    if req.uri().path() != "/metrics" {
+        *resp.status_mut() = StatusCode::NOT_FOUND;
+    } else if req.method() != Method::GET {
+        *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    } else {
+        *resp.body_mut() = Full::new(Bytes::from(metrics.encode()));
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+    }
+    resp
+}
+
+/// Binds the metrics port; separate from `serve` so bind errors surface at startup.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

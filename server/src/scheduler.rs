@@ -1,0 +1,244 @@
+//! Dynamic batching: Rank calls from many connections coalesce into one forward pass.
+//!
+//! Requests enter a bounded queue; when it is full the caller gets `QueueFull` at once
+//! (RESOURCE_EXHAUSTED) instead of the queue growing. Dedicated inference threads (never
+//! the async runtime's workers) each take a request, add whatever else is queued, and run
+//! the batch.
+//!
+//! Waiting for a batch to fill costs latency, so a worker waits (at most
+//! `max_queue_delay` after the first request was queued) only while more requests are
+//! already on their way in: the service counts calls between arrival and enqueue
+//! ([`Scheduler::arrival`]). A lone request runs immediately; under load, requests that
+//! arrive while a batch runs are picked up together by the next one.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
+use rankd_kernels::{KernelError, RankInput, Ranked, Ranker};
+use tokio::sync::oneshot;
+
+use crate::error::ServeError;
+use crate::metrics::Metrics;
+
+/// One request waiting for inference. Inputs are already validated.
+/// How often a worker waiting for a batch to fill re-checks whether calls are still arriving.
+const ARRIVAL_POLL: Duration = Duration::from_micros(200);
+
+pub struct Job {
+    pub query: Vec<f32>,
+    pub candidates: Vec<i64>,
+    pub top_k: usize,
+    pub deadline: Option<Instant>,
+    pub enqueued: Instant,
+    pub reply: oneshot::Sender<Result<Ranked, ServeError>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    pub max_batch_size: usize,
+    pub max_queue_delay: Duration,
+    pub queue_capacity: usize,
+    pub workers: usize,
+}
+
+pub struct Scheduler {
+    tx: Option<Sender<Job>>,
+    arrivals: Arc<AtomicUsize>,
+    capacity: usize,
+    workers: Vec<JoinHandle<()>>,
+    metrics: Arc<Metrics>,
+}
+
+/// Marks a request as on its way to the queue for as long as it lives.
+pub struct Arrival(Arc<AtomicUsize>);
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Scheduler {
+    pub fn start(ranker: Arc<dyn Ranker>, cfg: SchedulerConfig, metrics: Arc<Metrics>) -> Scheduler {
+        let (tx, rx) = crossbeam_channel::bounded(cfg.queue_capacity);
+        let arrivals = Arc::new(AtomicUsize::new(0));
+        let workers = (0..cfg.workers.max(1))
+            .map(|i| {
+                let worker = Worker {
+                    rx: rx.clone(),
+                    ranker: ranker.clone(),
+                    arrivals: arrivals.clone(),
+                    metrics: metrics.clone(),
+                    max_batch: cfg.max_batch_size.max(1),
+                    max_delay: cfg.max_queue_delay,
+                };
+                std::thread::Builder::new()
+                    .name(format!("rankd-infer-{i}"))
+                    .spawn(move || worker.run())
+                    .expect("spawning an inference thread at startup")
+            })
+            .collect();
+        Scheduler {
+            tx: Some(tx),
+            arrivals,
+            capacity: cfg.queue_capacity,
+            workers,
+            metrics,
+        }
+    }
+
+    /// Call when a Rank request arrives, before validating it; drop after `submit`.
+    pub fn arrival(&self) -> Arrival {
+        self.arrivals.fetch_add(1, Ordering::AcqRel);
+        Arrival(self.arrivals.clone())
+    }
+
+    pub fn submit(&self, job: Job) -> Result<(), ServeError> {
+        let tx = self.tx.as_ref().ok_or(ServeError::EngineStopped)?;
+        match tx.try_send(job) {
+            Ok(()) => {
+                self.metrics.queue_depth.set(tx.len() as i64);
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) => Err(ServeError::QueueFull {
+                capacity: self.capacity,
+            }),
+            Err(TrySendError::Disconnected(_)) => Err(ServeError::EngineStopped),
+        }
+    }
+
+    /// Stops taking requests, lets the workers finish what is queued, and joins them.
+    pub fn shutdown(mut self) {
+        self.tx = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+struct Worker {
+    rx: Receiver<Job>,
+    ranker: Arc<dyn Ranker>,
+    arrivals: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+    max_batch: usize,
+    max_delay: Duration,
+}
+
+impl Worker {
+    fn run(self) {
+        while let Ok(first) = self.rx.recv() {
+            let batch = self.fill(first);
+            self.metrics.queue_depth.set(self.rx.len() as i64);
+            self.execute(batch);
+        }
+    }
+
+    fn fill(&self, first: Job) -> Vec<Job> {
+        let window_end = first.enqueued + self.max_delay;
+        let mut batch = vec![first];
+        while batch.len() < self.max_batch {
+            match self.rx.try_recv() {
+                Ok(job) => {
+                    batch.push(job);
+                    continue;
+                }
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {}
+            }
+            let now = Instant::now();
+            if self.arrivals.load(Ordering::Acquire) == 0 || now >= window_end {
+                break;
+            }
+            // Wait in short slices: an arriving call may fail validation and never enqueue,
+            // and the arrival count must be re-read to notice that.
+            match self.rx.recv_deadline(window_end.min(now + ARRIVAL_POLL)) {
+                Ok(job) => batch.push(job),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        batch
+    }
+
+    fn execute(&self, batch: Vec<Job>) {
+        let now = Instant::now();
+        let mut live = Vec::with_capacity(batch.len());
+        for job in batch {
+            if job.reply.is_closed() {
+                // The caller gave up (deadline or cancellation); nobody would read the answer.
+                self.metrics.reject("caller_gone");
+            } else if job.deadline.is_some_and(|d| d <= now) {
+                self.metrics.reject("deadline_in_queue");
+                let _ = job.reply.send(Err(ServeError::DeadlineExpired {
+                    stage: "while queued",
+                }));
+            } else {
+                self.metrics
+                    .queue_wait
+                    .observe(now.duration_since(job.enqueued).as_secs_f64());
+                live.push(job);
+            }
+        }
+        if live.is_empty() {
+            return;
+        }
+        match self.rank(&live) {
+            Ok(results) => reply_all(live, results, &self.metrics),
+            // One bad request must not fail its batch-mates: retry each alone.
+            Err(_) if live.len() > 1 => {
+                for job in live {
+                    let res = self.rank(std::slice::from_ref(&job));
+                    reply_all(vec![job], res.unwrap_or_else(|e| vec![Err(e)]), &self.metrics);
+                }
+            }
+            Err(e) => reply_all(live, vec![Err(e)], &self.metrics),
+        }
+    }
+
+    fn rank(&self, jobs: &[Job]) -> Result<Vec<Result<Ranked, KernelError>>, KernelError> {
+        let inputs: Vec<RankInput<'_>> = jobs
+            .iter()
+            .map(|j| RankInput {
+                query: &j.query,
+                candidates: &j.candidates,
+                top_k: j.top_k,
+            })
+            .collect();
+        let start = Instant::now();
+        let res = catch_unwind(AssertUnwindSafe(|| self.ranker.rank_batch(&inputs)))
+            .unwrap_or_else(|_| Err(KernelError::Torch("inference panicked".into())));
+        self.metrics.inference.observe(start.elapsed().as_secs_f64());
+        self.metrics.inference_batches.inc();
+        self.metrics.batch_size.observe(jobs.len() as f64);
+        res
+    }
+}
+
+fn reply_all(jobs: Vec<Job>, results: Vec<Result<Ranked, KernelError>>, metrics: &Metrics) {
+    let mut results = results.into_iter();
+    for job in jobs {
+        let res = match results.next() {
+            Some(Ok(r)) => Ok(r),
+            Some(Err(e)) => {
+                metrics.inference_errors.inc();
+                tracing::warn!(error = %e, "inference failed");
+                Err(ServeError::Inference(e))
+            }
+            None => {
+                metrics.inference_errors.inc();
+                Err(ServeError::Inference(KernelError::Torch(
+                    "engine returned fewer results than requests".into(),
+                )))
+            }
+        };
+        let _ = job.reply.send(res);
+    }
+}
+
+#[cfg(test)]
+mod tests;

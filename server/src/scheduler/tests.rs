@@ -1,0 +1,226 @@
+//! Scheduler behaviour with a scripted ranker standing in for libtorch.
+
+use std::sync::Mutex;
+
+use rankd_kernels::{ModelInfo, Precision};
+
+use super::*;
+
+/// Records each batch's `top_k`s; blocks a batch containing `top_k == GATE` until released,
+/// and fails any batch containing `top_k == POISON`.
+struct Scripted {
+    info: ModelInfo,
+    batches: Mutex<Vec<Vec<usize>>>,
+    gate: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    entered: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+}
+
+const GATE: usize = 77;
+const POISON: usize = 66;
+
+impl Ranker for Scripted {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+    fn rank_batch(&self, batch: &[RankInput<'_>]) -> Result<Vec<Result<Ranked, KernelError>>, KernelError> {
+        let ks: Vec<usize> = batch.iter().map(|r| r.top_k).collect();
+        self.batches.lock().unwrap().push(ks.clone());
+        if ks.contains(&GATE) {
+            if let Some(tx) = self.entered.lock().unwrap().take() {
+                tx.send(()).unwrap();
+            }
+            if let Some(rx) = self.gate.lock().unwrap().take() {
+                rx.recv().unwrap();
+            }
+        }
+        if ks.contains(&POISON) {
+            return Err(KernelError::Torch("poison".into()));
+        }
+        Ok(batch
+            .iter()
+            .map(|r| {
+                Ok(Ranked {
+                    ids: r.candidates[..1].to_vec(),
+                    scores: vec![r.top_k as f32],
+                })
+            })
+            .collect())
+    }
+}
+
+struct Fixture {
+    sched: Scheduler,
+    ranker: Arc<Scripted>,
+    release: std::sync::mpsc::Sender<()>,
+    entered: std::sync::mpsc::Receiver<()>,
+}
+
+fn fixture(capacity: usize, delay: Duration) -> Fixture {
+    let (release, gate) = std::sync::mpsc::channel();
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let ranker = Arc::new(Scripted {
+        info: ModelInfo {
+            name: "m".into(),
+            version: "1".into(),
+            query_dim: 1,
+            item_dim: 1,
+            item_count: 10,
+            device: "cpu".into(),
+            precision: Precision::Fp32,
+        },
+        batches: Mutex::new(Vec::new()),
+        gate: Mutex::new(Some(gate)),
+        entered: Mutex::new(Some(entered_tx)),
+    });
+    let sched = Scheduler::start(
+        ranker.clone(),
+        SchedulerConfig {
+            max_batch_size: 8,
+            max_queue_delay: delay,
+            queue_capacity: capacity,
+            workers: 1,
+        },
+        Arc::new(Metrics::new()),
+    );
+    Fixture {
+        sched,
+        ranker,
+        release,
+        entered,
+    }
+}
+
+type Reply = oneshot::Receiver<Result<Ranked, ServeError>>;
+
+fn job(top_k: usize, deadline: Option<Instant>) -> (Job, Reply) {
+    let (tx, rx) = oneshot::channel();
+    let job = Job {
+        query: vec![0.0],
+        candidates: vec![3],
+        top_k,
+        deadline,
+        enqueued: Instant::now(),
+        reply: tx,
+    };
+    (job, rx)
+}
+
+fn wait(rx: Reply) -> Result<Ranked, ServeError> {
+    rx.blocking_recv().expect("the scheduler always replies")
+}
+
+impl Fixture {
+    /// Submits a job that occupies the only worker until `release` is signalled.
+    fn occupy_worker(&self) -> Reply {
+        let (j, rx) = job(GATE, None);
+        self.sched.submit(j).unwrap();
+        self.entered.recv().unwrap();
+        rx
+    }
+
+    fn batches(&self) -> Vec<Vec<usize>> {
+        self.ranker.batches.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn a_lone_request_does_not_wait_for_the_batch_window() {
+    // A window this long would make the test time out if a lone request waited for it.
+    let f = fixture(16, Duration::from_secs(3600));
+    let (j, rx) = job(1, None);
+    f.sched.submit(j).unwrap();
+    assert_eq!(wait(rx).unwrap().scores, vec![1.0]);
+    assert_eq!(f.batches(), vec![vec![1]]);
+}
+
+#[test]
+fn requests_queued_behind_a_running_batch_run_together() {
+    let f = fixture(16, Duration::ZERO);
+    let first = f.occupy_worker();
+    let rxs: Vec<_> = (1..=5)
+        .map(|k| {
+            let (j, rx) = job(k, None);
+            f.sched.submit(j).unwrap();
+            rx
+        })
+        .collect();
+    f.release.send(()).unwrap();
+    wait(first).unwrap();
+    for (k, rx) in (1..=5).zip(rxs) {
+        assert_eq!(wait(rx).unwrap().scores, vec![k as f32]);
+    }
+    assert_eq!(f.batches(), vec![vec![GATE], vec![1, 2, 3, 4, 5]]);
+}
+
+#[test]
+fn the_worker_waits_for_requests_already_arriving() {
+    let f = fixture(16, Duration::from_secs(3600));
+    let arriving = f.sched.arrival();
+    let (j1, rx1) = job(1, None);
+    f.sched.submit(j1).unwrap();
+    // The worker now holds job 1 and waits, because one more call has arrived.
+    let (j2, rx2) = job(2, None);
+    f.sched.submit(j2).unwrap();
+    drop(arriving);
+    wait(rx1).unwrap();
+    wait(rx2).unwrap();
+    assert_eq!(f.batches(), vec![vec![1, 2]]);
+}
+
+#[test]
+fn a_full_queue_refuses_instead_of_growing() {
+    let f = fixture(2, Duration::ZERO);
+    let first = f.occupy_worker();
+    let (a, rxa) = job(1, None);
+    let (b, rxb) = job(2, None);
+    f.sched.submit(a).unwrap();
+    f.sched.submit(b).unwrap();
+    let (c, _rxc) = job(3, None);
+    let err = f.sched.submit(c).unwrap_err();
+    assert!(matches!(err, ServeError::QueueFull { capacity: 2 }), "{err}");
+    f.release.send(()).unwrap();
+    wait(first).unwrap();
+    wait(rxa).unwrap();
+    wait(rxb).unwrap();
+}
+
+#[test]
+fn an_expired_request_is_answered_without_running_the_model() {
+    let f = fixture(16, Duration::ZERO);
+    let first = f.occupy_worker();
+    let (j, rx) = job(5, Some(Instant::now()));
+    f.sched.submit(j).unwrap();
+    f.release.send(()).unwrap();
+    wait(first).unwrap();
+    let err = wait(rx).unwrap_err();
+    assert!(matches!(err, ServeError::DeadlineExpired { .. }), "{err}");
+    assert_eq!(f.batches(), vec![vec![GATE]]);
+}
+
+#[test]
+fn a_failing_request_does_not_fail_its_batch_mates() {
+    let f = fixture(16, Duration::ZERO);
+    let first = f.occupy_worker();
+    let (good, rx_good) = job(1, None);
+    let (bad, rx_bad) = job(POISON, None);
+    f.sched.submit(good).unwrap();
+    f.sched.submit(bad).unwrap();
+    f.release.send(()).unwrap();
+    wait(first).unwrap();
+    assert!(wait(rx_good).is_ok());
+    let err = wait(rx_bad).unwrap_err();
+    assert!(matches!(err, ServeError::Inference(_)), "{err}");
+    assert_eq!(
+        f.batches(),
+        vec![vec![GATE], vec![1, POISON], vec![1], vec![POISON]]
+    );
+}
+
+#[test]
+fn shutdown_finishes_queued_work() {
+    let f = fixture(16, Duration::ZERO);
+    let (j, rx) = job(4, None);
+    f.sched.submit(j).unwrap();
+    f.sched.shutdown();
+    assert!(wait(rx).is_ok());
+}

@@ -1,0 +1,175 @@
+//! `rankd.v1.Ranker`: request validation, hand-off to the batching scheduler, response.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rankd_kernels::{validate, ModelInfo, RankInput};
+use rankd_proto::v1::ranker_server::Ranker;
+use rankd_proto::v1::{Fence, RankRequest, RankResponse, ScoredItem};
+use tokio::sync::oneshot;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::error::ServeError;
+use crate::scheduler::{Job, Scheduler};
+use crate::stack::Deadline;
+
+pub struct RankService {
+    scheduler: Arc<Scheduler>,
+    model: ModelInfo,
+    node_id: String,
+    max_candidates: usize,
+    next_id: AtomicU64,
+}
+
+impl RankService {
+    pub fn new(scheduler: Arc<Scheduler>, model: ModelInfo, node_id: String, max_candidates: usize) -> Self {
+        RankService {
+            scheduler,
+            model,
+            node_id,
+            max_candidates,
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Checks everything the engine would and the server's own limits, so a bad request is
+    /// refused before it takes a queue slot.
+    fn check(&self, req: &RankRequest) -> Result<(), ServeError> {
+        if req.candidate_ids.len() > self.max_candidates {
+            return Err(ServeError::TooManyCandidates {
+                count: req.candidate_ids.len(),
+                max: self.max_candidates,
+            });
+        }
+        let input = RankInput {
+            query: &req.query,
+            candidates: &req.candidate_ids,
+            top_k: req.top_k as usize,
+        };
+        validate(&self.model, &input)?;
+        find_duplicate(input.candidates)
+    }
+
+    fn request_id(&self, given: &str) -> String {
+        if given.is_empty() {
+            format!("{}-{}", self.node_id, self.next_id.fetch_add(1, Ordering::Relaxed))
+        } else {
+            given.to_string()
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Ranker for RankService {
+    async fn rank(&self, request: Request<RankRequest>) -> Result<Response<RankResponse>, Status> {
+        let arrival = self.scheduler.arrival();
+        let deadline = request.extensions().get::<Deadline>().map(|d| d.0);
+        let req = request.into_inner();
+        let request_id = self.request_id(&req.request_id);
+        let span = tracing::info_span!("rank", request_id = %request_id);
+        async move {
+            let result = self.rank_inner(req, deadline, arrival).await;
+            match &result {
+                Ok(items) => tracing::debug!(returned = items.len(), "ranked"),
+                Err(e) => tracing::info!(error = %e, "rank refused"),
+            }
+            let items = result?;
+            Ok(Response::new(RankResponse {
+                request_id,
+                items,
+                model_name: self.model.name.clone(),
+                model_version: self.model.version.clone(),
+                node_id: self.node_id.clone(),
+                fence: Some(Fence {
+                    model_version: self.model.version.clone(),
+                    term: 0,
+                    index: 0,
+                }),
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+impl RankService {
+    async fn rank_inner(
+        &self,
+        req: RankRequest,
+        deadline: Option<Instant>,
+        arrival: crate::scheduler::Arrival,
+    ) -> Result<Vec<ScoredItem>, ServeError> {
+        self.check(&req)?;
+        let (tx, rx) = oneshot::channel();
+        self.scheduler.submit(Job {
+            query: req.query,
+            candidates: req.candidate_ids,
+            top_k: req.top_k as usize,
+            deadline,
+            enqueued: Instant::now(),
+            reply: tx,
+        })?;
+        drop(arrival);
+        let ranked = rx.await.map_err(|_| ServeError::EngineStopped)??;
+        Ok(ranked
+            .ids
+            .into_iter()
+            .zip(ranked.scores)
+            .map(|(id, score)| ScoredItem { id, score })
+            .collect())
+    }
+}
+
+/// Duplicate ids are refused rather than silently merged: a frontend that sends one has a
+/// bug in its retrieval merge, and a deduplicated answer would hide it. The error names both
+/// positions.
+fn find_duplicate(ids: &[i64]) -> Result<(), ServeError> {
+    let mut seen: HashMap<i64, usize, BuildHasherDefault<IdHasher>> =
+        HashMap::with_capacity_and_hasher(ids.len(), BuildHasherDefault::default());
+    for (second, &id) in ids.iter().enumerate() {
+        if let Some(&first) = seen.get(&id) {
+            return Err(ServeError::DuplicateCandidate { first, second, id });
+        }
+        seen.insert(id, second);
+    }
+    Ok(())
+}
+
+/// Item ids are already well spread integers; a multiplicative hash is enough and several
+/// times cheaper than SipHash on the request path. (Not exposed to untrusted keys beyond
+/// one request's bounded candidate list.)
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_i64(&mut self, v: i64) {
+        self.0 = (v as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicates_are_named_by_both_positions() {
+        assert!(find_duplicate(&[1, 2, 3]).is_ok());
+        let err = find_duplicate(&[5, 6, 7, 6]).unwrap_err();
+        assert!(
+            matches!(err, ServeError::DuplicateCandidate { first: 1, second: 3, id: 6 }),
+            "{err}"
+        );
+    }
+}
