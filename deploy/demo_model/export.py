@@ -432,8 +432,8 @@ def created_at_value(override: str | None) -> str:
         parsed = dt.datetime.fromisoformat(override)
     except ValueError:
         parsed = None
-    if parsed is None or parsed.tzinfo is None or "T" not in override:
-        raise BundleError(f"--created-at {override!r} is not an RFC 3339 timestamp like 2026-11-27T19:40:00Z")
+    if parsed is None or parsed.utcoffset() != dt.timedelta(0) or "T" not in override:
+        raise BundleError(f"--created-at {override!r} is not a UTC RFC 3339 timestamp like 2026-11-27T19:40:00Z")
     return override
 
 

@@ -1,0 +1,59 @@
+# rankd: two commands do all the setup on a fresh machine.
+#   make run   - install torch into .venv if missing, export the demo model if missing,
+#                build in release mode, start one node and print how to query it
+#   make test  - fmt, clippy, unit tests and integration tests against real rankd processes
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+VENV   := .venv
+PY     := $(VENV)/bin/python
+BUNDLE := models/demo
+CONFIG ?= deploy/rankd.toml
+
+# tch builds against the torch inside .venv (see docs/gpu.md); binaries get an rpath to it.
+export LIBTORCH_USE_PYTORCH := 1
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: run test build build-debug model venv bench bench-gpu fmt lint clean
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: deploy/requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r deploy/requirements.txt
+	touch $@
+
+model: $(BUNDLE)/manifest.json
+$(BUNDLE)/manifest.json: $(VENV)/.installed deploy/demo_model/export.py
+	$(PY) deploy/demo_model/export.py demo --out $(BUNDLE) --force
+
+build: venv
+	cargo build --release --bins
+
+build-debug: venv
+	cargo build --workspace --bins
+
+run: model build
+	@echo
+	@echo "rankd is starting: gRPC on 127.0.0.1:50051, metrics on http://127.0.0.1:9464/metrics"
+	@echo "Query it from another terminal:"
+	@echo "  target/release/rankctl rank --addr http://127.0.0.1:50051 --query-file $(BUNDLE)/example_query.json"
+	@echo "  target/release/rankctl health --addr http://127.0.0.1:50051"
+	@echo
+	exec target/release/rankd serve --config $(CONFIG)
+
+fmt: venv
+	cargo fmt --all -- --check
+
+lint: venv
+	cargo clippy --workspace --all-targets -- -D warnings
+
+test: model fmt lint build-debug
+	cargo test --workspace
+
+bench: model build
+	target/release/rankload bench --bundle $(BUNDLE) --rankd target/release/rankd --out bench-out/bench.json
+
+clean:
+	cargo clean
+	rm -rf $(BUNDLE) bench-out
