@@ -25,7 +25,7 @@ $(VENV)/.installed: deploy/requirements.txt
 
 model: $(BUNDLE)/manifest.json
 $(BUNDLE)/manifest.json: $(VENV)/.installed deploy/demo_model/export.py
-	$(PY) deploy/demo_model/export.py demo --out $(BUNDLE) --force
+	PYTHONHASHSEED=0 $(PY) deploy/demo_model/export.py demo --out $(BUNDLE) --force
 
 build: venv
 	cargo build --release --bins

@@ -1,0 +1,85 @@
+//! The baseline: `rankd-kernels` called directly in this process, no network, no queue.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use rankd_kernels::{Bundle, RankInput, Ranker, TorchRanker};
+
+use super::report::{Latency, Throughput};
+use super::{BenchArgs, Workload};
+
+pub struct BareResults {
+    pub latency: Vec<Latency>,
+    pub throughput: Vec<Throughput>,
+}
+
+pub fn measure(bundle: &Bundle, args: &BenchArgs) -> Result<BareResults> {
+    let (ranker, load_s) = TorchRanker::load(bundle, &args.engine()).context("loading the model in process")?;
+    eprintln!("    loaded on {} in {load_s:.2} s", ranker.info().device);
+    let work = Workload::new(bundle, &args.candidates)?;
+    let mut latency = Vec::new();
+    let mut throughput = Vec::new();
+    for &n in &args.candidates {
+        let lists = work.lists(n);
+        let mut hist = Latency::histogram();
+        let end = Instant::now() + args.latency_window();
+        let mut i = 0;
+        while Instant::now() < end {
+            let input = RankInput {
+                query: &work.query,
+                candidates: &lists[i % lists.len()],
+                top_k: 10,
+            };
+            let start = Instant::now();
+            ranker.rank_batch(&[input]).context("bare forward")?;
+            hist.record(start.elapsed().as_micros() as u64).ok();
+            i += 1;
+        }
+        let l = Latency::from_histogram("bare", 1, n, &hist);
+        eprintln!("    1 x {n}: p50 {:.0} us, p99 {:.0} us", l.p50_us, l.p99_us);
+        latency.push(l);
+
+        for batch in batch_sizes(args.max_batch_size) {
+            let t = throughput_at(&ranker, &work, n, batch, args)?;
+            eprintln!("    {batch} x {n}: {:.3e} items/s", t.items_per_s);
+            throughput.push(t);
+        }
+    }
+    Ok(BareResults { latency, throughput })
+}
+
+fn batch_sizes(max: usize) -> Vec<usize> {
+    let mut v = vec![1, 8, max];
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn throughput_at(ranker: &TorchRanker, work: &Workload, n: usize, batch: usize, args: &BenchArgs) -> Result<Throughput> {
+    let lists = work.lists(n);
+    let start = Instant::now();
+    let end = start + args.throughput_window();
+    let (mut calls, mut i) = (0u64, 0usize);
+    while Instant::now() < end {
+        let inputs: Vec<RankInput<'_>> = (0..batch)
+            .map(|j| RankInput {
+                query: &work.query,
+                candidates: &lists[(i + j) % lists.len()],
+                top_k: 10,
+            })
+            .collect();
+        ranker.rank_batch(&inputs).context("bare batch")?;
+        calls += 1;
+        i += batch;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(Throughput {
+        side: "bare".into(),
+        batch,
+        candidates: n,
+        items_per_s: (calls as f64 * batch as f64 * n as f64) / secs,
+        requests_per_s: calls as f64 * batch as f64 / secs,
+        mean_batch: batch as f64,
+        errors: 0,
+    })
+}

@@ -1,0 +1,221 @@
+//! The served half: start a real `rankd`, then measure it over loopback gRPC.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rankd_kernels::Bundle;
+use rankd_proto::v1::ranker_client::RankerClient;
+use rankd_proto::v1::RankRequest;
+use tonic::transport::Channel;
+
+use super::report::{Latency, Throughput};
+use super::{BenchArgs, Workload};
+
+pub struct ServerResults {
+    pub latency: Vec<Latency>,
+    pub throughput: Vec<Throughput>,
+}
+
+/// A `rankd` child process, killed when dropped.
+struct Rankd {
+    child: Child,
+    grpc: String,
+    metrics: String,
+    _dir: TempDir,
+}
+
+impl Drop for Rankd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A scratch directory removed on drop (no extra dependency for one config file).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn start(args: &BenchArgs) -> Result<Rankd> {
+    let dir = std::env::temp_dir().join(format!("rankload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let dir = TempDir(dir);
+    let config = dir.0.join("rankd.toml");
+    let bundle = std::fs::canonicalize(&args.bundle)?;
+    std::fs::write(
+        &config,
+        format!(
+            "node_id = \"bench\"\n[server]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n\
+             max_concurrent_requests = {conc}\nrequest_timeout_ms = 10000\n\
+             [model]\nbundle = {bundle:?}\ndevice = \"{dev}\"\nprecision = \"{prec}\"\ntorch_threads = {threads}\n\
+             [batching]\nmax_batch_size = {batch}\nqueue_capacity = {queue}\n[log]\nlevel = \"warn\"\n",
+            conc = args.concurrency * 4,
+            dev = args.device,
+            prec = args.precision,
+            threads = args.torch_threads,
+            batch = args.max_batch_size,
+            queue = (args.concurrency * 2).max(args.max_batch_size),
+        ),
+    )?;
+    let mut child = Command::new(&args.rankd)
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", args.rankd.display()))?;
+    let stdout = child.stdout.take().context("rankd stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let field = |key: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .map(str::to_string)
+    };
+    let (Some(grpc), Some(metrics)) = (field("grpc="), field("metrics=")) else {
+        let _ = child.kill();
+        bail!("rankd did not start: {line:?}");
+    };
+    Ok(Rankd {
+        child,
+        grpc: format!("http://{grpc}"),
+        metrics,
+        _dir: dir,
+    })
+}
+
+pub fn measure(bundle: &Bundle, args: &BenchArgs) -> Result<ServerResults> {
+    let rankd = start(args)?;
+    let work = Arc::new(Workload::new(bundle, &args.candidates)?);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        let mut latency = Vec::new();
+        let mut throughput = Vec::new();
+        for &n in &args.candidates {
+            let l = sequential(&rankd, &work, n, args).await?;
+            eprintln!("    1 x {n}: p50 {:.0} us, p99 {:.0} us", l.p50_us, l.p99_us);
+            latency.push(l);
+            let t = saturate(&rankd, &work, n, args).await?;
+            eprintln!("    saturated x {n}: {:.3e} items/s, mean batch {:.1}, {} errors", t.items_per_s, t.mean_batch, t.errors);
+            throughput.push(t);
+        }
+        Ok(ServerResults { latency, throughput })
+    })
+}
+
+fn request(work: &Workload, n: usize, i: usize) -> RankRequest {
+    let lists = work.lists(n);
+    RankRequest {
+        request_id: String::new(),
+        query: work.query.clone(),
+        candidate_ids: lists[i % lists.len()].clone(),
+        top_k: 10,
+    }
+}
+
+async fn connect(rankd: &Rankd) -> Result<RankerClient<Channel>> {
+    Ok(RankerClient::new(
+        Channel::from_shared(rankd.grpc.clone())?.tcp_nodelay(true).connect().await?,
+    ))
+}
+
+/// One request in flight at a time: the latency a lone frontend call sees.
+async fn sequential(rankd: &Rankd, work: &Workload, n: usize, args: &BenchArgs) -> Result<Latency> {
+    let mut client = connect(rankd).await?;
+    for i in 0..50 {
+        client.rank(request(work, n, i)).await?;
+    }
+    let mut hist = Latency::histogram();
+    let end = Instant::now() + args.latency_window();
+    let mut i = 0;
+    while Instant::now() < end {
+        let req = request(work, n, i);
+        let start = Instant::now();
+        client.rank(req).await?;
+        hist.record(start.elapsed().as_micros() as u64).ok();
+        i += 1;
+    }
+    Ok(Latency::from_histogram("server", 1, n, &hist))
+}
+
+/// `concurrency` callers, each sending its next request as soon as the last returns.
+async fn saturate(rankd: &Rankd, work: &Arc<Workload>, n: usize, args: &BenchArgs) -> Result<Throughput> {
+    let mut clients = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        clients.push(connect(rankd).await?);
+    }
+    let ok = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let (batches0, requests0) = batch_counters(&rankd.metrics)?;
+    let start = Instant::now();
+    let end = start + args.throughput_window();
+    let tasks: Vec<_> = (0..args.concurrency)
+        .map(|t| {
+            let mut client = clients[t % clients.len()].clone();
+            let (work, ok, errors) = (work.clone(), ok.clone(), errors.clone());
+            tokio::spawn(async move {
+                let mut i = t;
+                while Instant::now() < end {
+                    match client.rank(request(&work, n, i)).await {
+                        Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+                    };
+                    i += args_stride();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let (batches1, requests1) = batch_counters(&rankd.metrics)?;
+    let done = ok.load(Ordering::Relaxed) as f64;
+    Ok(Throughput {
+        side: "server".into(),
+        batch: args.max_batch_size,
+        candidates: n,
+        items_per_s: done * n as f64 / secs,
+        requests_per_s: done / secs,
+        mean_batch: (requests1 - requests0) / (batches1 - batches0).max(1.0),
+        errors: errors.load(Ordering::Relaxed),
+    })
+}
+
+/// Callers step through the candidate pool at a stride so they rarely send the same list.
+fn args_stride() -> usize {
+    7
+}
+
+/// `(batches run, requests batched)` from the node's batch-size histogram.
+fn batch_counters(metrics_addr: &str) -> Result<(f64, f64)> {
+    let text = scrape(metrics_addr)?;
+    let value = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok((value("rankd_batch_size_count"), value("rankd_batch_size_sum")))
+}
+
+fn scrape(addr: &str) -> Result<String> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body)
+}

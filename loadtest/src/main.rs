@@ -1,0 +1,28 @@
+//! `rankload`: measures rankd.
+//!
+//! `rankload bench` compares, in one run on one machine, the bare engine (`rankd-kernels`
+//! in process) with a real `rankd` over loopback, so every figure comes with a baseline
+//! measured under the same conditions.
+
+mod bench;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "rankload", version, about = "Benchmarks for rankd")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Bare-engine vs server: latency of single requests and throughput at saturation.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Bench(args) => bench::run(args),
+    }
+}
