@@ -105,6 +105,9 @@ impl RankService {
     ) -> Result<Vec<ScoredItem>, ServeError> {
         self.check(&req)?;
         let (tx, rx) = oneshot::channel();
+        // Stop counting as "arriving" just before enqueueing: a worker that wakes for this
+        // job must not wait for it to arrive a second time.
+        drop(arrival);
         self.scheduler.submit(Job {
             query: req.query,
             candidates: req.candidate_ids,
@@ -113,7 +116,6 @@ impl RankService {
             enqueued: Instant::now(),
             reply: tx,
         })?;
-        drop(arrival);
         let ranked = rx.await.map_err(|_| ServeError::EngineStopped)??;
         Ok(ranked
             .ids
