@@ -218,7 +218,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut m = write_bundle(dir.path(), b"model");
         m.query_dim = 0;
-        fs::write(dir.path().join(MANIFEST_FILE), serde_json::to_vec(&m).unwrap()).unwrap();
+        fs::write(
+            dir.path().join(MANIFEST_FILE),
+            serde_json::to_vec(&m).unwrap(),
+        )
+        .unwrap();
         let err = Bundle::open(dir.path()).unwrap_err().to_string();
         assert!(err.contains("query_dim must be positive"), "{err}");
     }

@@ -137,7 +137,9 @@ impl FromStr for Precision {
             "fp32" => Ok(Precision::Fp32),
             "fp16" => Ok(Precision::Fp16),
             "bf16" => Ok(Precision::Bf16),
-            _ => Err(format!("unknown precision {s:?}: expected fp32, fp16 or bf16")),
+            _ => Err(format!(
+                "unknown precision {s:?}: expected fp32, fp16 or bf16"
+            )),
         }
     }
 }

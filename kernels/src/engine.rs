@@ -72,8 +72,12 @@ impl TorchRanker {
             file: MODEL_FILE.into(),
             reason,
         };
-        let mut module = CModule::load_on_device(bundle.model_path(), device)
-            .map_err(|e| model_err(format!("not a loadable TorchScript module: {}", first_line(&e.to_string()))))?;
+        let mut module = CModule::load_on_device(bundle.model_path(), device).map_err(|e| {
+            model_err(format!(
+                "not a loadable TorchScript module: {}",
+                first_line(&e.to_string())
+            ))
+        })?;
         module.f_set_eval().map_err(torch_err)?;
         if kind != Kind::Float {
             // `CModule::to` panics on a libtorch error instead of returning it.
@@ -126,20 +130,29 @@ impl TorchRanker {
                 batch.max(1)
             ];
             for _ in 0..cfg.warmup_iterations.max(1) {
-                self.forward(&inputs).map_err(|e| shape_err(e.to_string()))?;
+                self.forward(&inputs)
+                    .map_err(|e| shape_err(e.to_string()))?;
             }
         }
         Ok(())
     }
 
     /// Gather, forward, top-k, copy back. Inputs must already be validated.
-    fn forward(&self, batch: &[RankInput<'_>]) -> Result<Vec<Result<Ranked, KernelError>>, KernelError> {
+    fn forward(
+        &self,
+        batch: &[RankInput<'_>],
+    ) -> Result<Vec<Result<Ranked, KernelError>>, KernelError> {
         let _no_grad = tch::no_grad_guard();
         let b = batch.len();
         let dq = self.info.query_dim;
         let n_max = batch.iter().map(|r| r.candidates.len()).max().unwrap_or(0);
         let k_max = batch.iter().map(|r| r.top_k).max().unwrap_or(0).min(n_max);
-        let (b_i, n_i, dq_i, di_i) = (to_i64(b), to_i64(n_max), to_i64(dq), to_i64(self.info.item_dim));
+        let (b_i, n_i, dq_i, di_i) = (
+            to_i64(b),
+            to_i64(n_max),
+            to_i64(dq),
+            to_i64(self.info.item_dim),
+        );
 
         // Short lists are padded with item 0 and masked to -inf before top-k.
         let mut queries = Vec::with_capacity(b * dq);
@@ -167,15 +180,19 @@ impl TorchRanker {
         }
         let scores = if ragged {
             let lens: Vec<i64> = batch.iter().map(|r| to_i64(r.candidates.len())).collect();
-            let lens = t(t(t(Tensor::f_from_slice(&lens))?.f_view([b_i, 1]))?.f_to_device(self.device))?;
+            let lens =
+                t(t(t(Tensor::f_from_slice(&lens))?.f_view([b_i, 1]))?.f_to_device(self.device))?;
             let pos = t(t(Tensor::f_arange(n_i, (Kind::Int64, self.device)))?.f_unsqueeze(0))?;
             let pad_mask = t(pos.f_ge_tensor(&lens))?;
             t(scores.f_masked_fill(&pad_mask, f64::NEG_INFINITY))?
         } else {
             scores
         };
-        let (top_scores, top_pos) = scores.f_topk(to_i64(k_max), 1, true, true).map_err(torch_err)?;
-        let top_scores = t(t(t(top_scores.f_to_kind(Kind::Float))?.f_to_device(Device::Cpu))?.f_view([-1]))?;
+        let (top_scores, top_pos) = scores
+            .f_topk(to_i64(k_max), 1, true, true)
+            .map_err(torch_err)?;
+        let top_scores =
+            t(t(t(top_scores.f_to_kind(Kind::Float))?.f_to_device(Device::Cpu))?.f_view([-1]))?;
         let top_pos = t(t(top_pos.f_to_device(Device::Cpu))?.f_view([-1]))?;
         let top_scores = Vec::<f32>::try_from(&top_scores).map_err(torch_err)?;
         let top_pos = Vec::<i64>::try_from(&top_pos).map_err(torch_err)?;
@@ -204,7 +221,11 @@ fn collect_row(candidates: &[i64], pos: &[i64], scores: &[f32]) -> Result<Ranked
             usize::try_from(p)
                 .ok()
                 .and_then(|p| candidates.get(p).copied())
-                .ok_or_else(|| KernelError::Torch(format!("top-k returned position {p} outside the candidates")))
+                .ok_or_else(|| {
+                    KernelError::Torch(format!(
+                        "top-k returned position {p} outside the candidates"
+                    ))
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Ranked {
@@ -224,7 +245,10 @@ impl Ranker for TorchRanker {
         &self.info
     }
 
-    fn rank_batch(&self, batch: &[RankInput<'_>]) -> Result<Vec<Result<Ranked, KernelError>>, KernelError> {
+    fn rank_batch(
+        &self,
+        batch: &[RankInput<'_>],
+    ) -> Result<Vec<Result<Ranked, KernelError>>, KernelError> {
         for r in batch {
             validate(&self.info, r)?;
         }
@@ -238,7 +262,8 @@ impl Ranker for TorchRanker {
 fn load_items(bundle: &Bundle, device: Device, kind: Kind) -> Result<Tensor, KernelError> {
     let m = &bundle.manifest;
     let bad = |reason: String| KernelError::ItemTable(reason);
-    let tensors = Tensor::read_safetensors(bundle.items_path()).map_err(|e| bad(first_line(&e.to_string())))?;
+    let tensors = Tensor::read_safetensors(bundle.items_path())
+        .map_err(|e| bad(first_line(&e.to_string())))?;
     let (_, items) = tensors
         .into_iter()
         .find(|(name, _)| name == ITEMS_TENSOR)

@@ -35,7 +35,9 @@ pub enum KernelError {
     Device(String),
     #[error("precision {precision} is not supported on {device}: half precision needs CUDA")]
     PrecisionUnsupported { precision: String, device: String },
-    #[error("model does not fit the manifest (query_dim {query_dim}, item_dim {item_dim}): {reason}")]
+    #[error(
+        "model does not fit the manifest (query_dim {query_dim}, item_dim {item_dim}): {reason}"
+    )]
     Shape {
         query_dim: usize,
         item_dim: usize,
@@ -61,7 +63,9 @@ pub enum InputError {
     QueryNotFinite { index: usize, value: f32 },
     #[error("candidate_ids: must not be empty")]
     NoCandidates,
-    #[error("candidate_ids[{index}]: id {id} is not in the item table (valid ids are 0..{item_count})")]
+    #[error(
+        "candidate_ids[{index}]: id {id} is not in the item table (valid ids are 0..{item_count})"
+    )]
     UnknownId {
         index: usize,
         id: i64,

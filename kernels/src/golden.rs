@@ -54,7 +54,10 @@ fn single(
     let fail = |reason: String| KernelError::Golden { case, reason };
     match res {
         Ok(mut v) if v.len() == 1 => v.remove(0).map_err(|e| fail(e.to_string())),
-        Ok(v) => Err(fail(format!("engine returned {} results for 1 input", v.len()))),
+        Ok(v) => Err(fail(format!(
+            "engine returned {} results for 1 input",
+            v.len()
+        ))),
         Err(e) => Err(fail(e.to_string())),
     }
 }

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use rankd_kernels::bundle::{sha256_file, GOLDEN_FILE, MANIFEST_FILE};
 use rankd_kernels::{
-    Bundle, DeviceSpec, EngineConfig, InputError, KernelError, Precision, RankInput, Ranker, TorchRanker,
+    Bundle, DeviceSpec, EngineConfig, InputError, KernelError, Precision, RankInput, Ranker,
+    TorchRanker,
 };
 
 fn bundle_dir() -> PathBuf {
@@ -72,7 +73,11 @@ fn batched_ragged_requests_match_single_requests() {
     let batched = ranker.rank_batch(&inputs).unwrap();
     for (input, got) in inputs.iter().zip(batched) {
         let got = got.unwrap();
-        let alone = ranker.rank_batch(std::slice::from_ref(input)).unwrap().remove(0).unwrap();
+        let alone = ranker
+            .rank_batch(std::slice::from_ref(input))
+            .unwrap()
+            .remove(0)
+            .unwrap();
         assert_eq!(got.ids, alone.ids);
         for (a, b) in got.scores.iter().zip(&alone.scores) {
             assert!((a - b).abs() < 1e-4, "{a} vs {b}");
@@ -99,7 +104,11 @@ fn top_k_beyond_the_candidates_returns_all_of_them_sorted() {
     let mut ids = got.ids.clone();
     ids.sort_unstable();
     assert_eq!(ids, vec![1, 3, 4, 7, 9]);
-    assert!(got.scores.windows(2).all(|w| w[0] >= w[1]), "{:?}", got.scores);
+    assert!(
+        got.scores.windows(2).all(|w| w[0] >= w[1]),
+        "{:?}",
+        got.scores
+    );
 }
 
 #[test]
@@ -115,7 +124,10 @@ fn invalid_input_is_refused_before_libtorch() {
         }])
         .unwrap_err();
     assert!(
-        matches!(err, KernelError::Input(InputError::UnknownId { index: 1, .. })),
+        matches!(
+            err,
+            KernelError::Input(InputError::UnknownId { index: 1, .. })
+        ),
         "{err}"
     );
 }
@@ -128,22 +140,32 @@ fn half_precision_on_cpu_is_refused() {
         ..cpu()
     };
     let err = TorchRanker::load(&bundle, &cfg).err().unwrap();
-    assert!(matches!(err, KernelError::PrecisionUnsupported { .. }), "{err}");
+    assert!(
+        matches!(err, KernelError::PrecisionUnsupported { .. }),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_manifest_with_the_wrong_query_dim_is_a_shape_error() {
     let dir = copy_bundle();
-    edit_json(&dir.path().join(MANIFEST_FILE), |m| m["query_dim"] = 31.into());
+    edit_json(&dir.path().join(MANIFEST_FILE), |m| {
+        m["query_dim"] = 31.into()
+    });
     // The golden queries still have 32 features; the warmup forward fails first.
     let err = load(dir.path()).err().unwrap();
-    assert!(matches!(err, KernelError::Shape { query_dim: 31, .. }), "{err}");
+    assert!(
+        matches!(err, KernelError::Shape { query_dim: 31, .. }),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_manifest_with_the_wrong_item_count_is_an_item_table_error() {
     let dir = copy_bundle();
-    edit_json(&dir.path().join(MANIFEST_FILE), |m| m["item_count"] = 99_999.into());
+    edit_json(&dir.path().join(MANIFEST_FILE), |m| {
+        m["item_count"] = 99_999.into()
+    });
     let err = load(dir.path()).err().unwrap();
     assert!(matches!(err, KernelError::ItemTable(_)), "{err}");
 }
@@ -168,6 +190,9 @@ fn a_file_that_is_not_torchscript_is_named() {
     let err = load(dir.path()).err().unwrap();
     let msg = err.to_string();
     assert!(matches!(err, KernelError::ModelFile { .. }), "{msg}");
-    assert!(msg.starts_with("model.pt: not a loadable TorchScript module"), "{msg}");
+    assert!(
+        msg.starts_with("model.pt: not a loadable TorchScript module"),
+        "{msg}"
+    );
     assert!(!msg.contains('\n'), "{msg}");
 }

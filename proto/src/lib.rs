@@ -10,4 +10,5 @@ pub mod v1 {
 }
 
 /// Encoded `FileDescriptorSet` of every rankd `.proto`, for tonic-reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rankd_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/rankd_descriptor.bin"));

@@ -190,7 +190,10 @@ impl Config {
         }
         let s = &self.server;
         if s.listen == s.metrics_listen && s.listen.port() != 0 {
-            return bad("server.metrics_listen", "must differ from server.listen".into());
+            return bad(
+                "server.metrics_listen",
+                "must differ from server.listen".into(),
+            );
         }
         if s.request_timeout_ms == 0 {
             return bad("server.request_timeout_ms", "must be positive".into());
@@ -203,7 +206,10 @@ impl Config {
         }
         let b = &self.batching;
         if !(1..=MAX_BATCH).contains(&b.max_batch_size) {
-            return bad("batching.max_batch_size", format!("must be in 1..={MAX_BATCH}"));
+            return bad(
+                "batching.max_batch_size",
+                format!("must be in 1..={MAX_BATCH}"),
+            );
         }
         if b.max_queue_delay_us > MAX_QUEUE_DELAY_US {
             return bad(
@@ -221,12 +227,18 @@ impl Config {
             return bad("batching.workers", "must be in 1..=64".into());
         }
         if !(1..=MAX_CANDIDATES).contains(&b.max_candidates) {
-            return bad("batching.max_candidates", format!("must be in 1..={MAX_CANDIDATES}"));
+            return bad(
+                "batching.max_candidates",
+                format!("must be in 1..={MAX_CANDIDATES}"),
+            );
         }
         if self.model.device == DeviceSpec::Cpu && self.model.precision.is_half() {
             return bad(
                 "model.precision",
-                format!("{} needs CUDA; use fp32 with device cpu", self.model.precision),
+                format!(
+                    "{} needs CUDA; use fp32 with device cpu",
+                    self.model.precision
+                ),
             );
         }
         if let Some(t) = self.model.golden_tolerance {
@@ -299,6 +311,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
     fn file_then_env_then_flags() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("rankd.toml");
@@ -326,8 +339,8 @@ mod tests {
         std::fs::write(&path, "[batching]\nmax_bach_size = 8\n").unwrap();
         let err = Config::load(Some(&path), serde_json::json!({})).unwrap_err();
         assert!(err.to_string().contains("max_bach_size"), "{err}");
-        let err = Config::load(Some(&dir.path().join("nope.toml")), serde_json::json!({}))
-            .unwrap_err();
+        let err =
+            Config::load(Some(&dir.path().join("nope.toml")), serde_json::json!({})).unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
     }
 }

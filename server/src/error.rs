@@ -11,7 +11,11 @@ pub enum ServeError {
     #[error("candidate_ids: {count} candidates exceed this server's limit of {max}")]
     TooManyCandidates { count: usize, max: usize },
     #[error("candidate_ids[{second}]: id {id} duplicates candidate_ids[{first}]")]
-    DuplicateCandidate { first: usize, second: usize, id: i64 },
+    DuplicateCandidate {
+        first: usize,
+        second: usize,
+        id: i64,
+    },
     #[error("inference queue is full ({capacity} requests waiting); retry on another replica")]
     QueueFull { capacity: usize },
     #[error("server overloaded: {max} Rank calls already in flight")]
@@ -31,9 +35,7 @@ impl ServeError {
         match self {
             ServeError::Input(_) | ServeError::DuplicateCandidate { .. } => Code::InvalidArgument,
             ServeError::TooManyCandidates { .. } => Code::OutOfRange,
-            ServeError::QueueFull { .. } | ServeError::Overloaded { .. } => {
-                Code::ResourceExhausted
-            }
+            ServeError::QueueFull { .. } | ServeError::Overloaded { .. } => Code::ResourceExhausted,
             ServeError::DeadlineExpired { .. } | ServeError::DeadlineWhileRunning => {
                 Code::DeadlineExceeded
             }
@@ -80,7 +82,10 @@ mod tests {
     #[test]
     fn maps_each_error_to_its_code() {
         let cases: Vec<(ServeError, Code)> = vec![
-            (ServeError::Input(InputError::NoCandidates), Code::InvalidArgument),
+            (
+                ServeError::Input(InputError::NoCandidates),
+                Code::InvalidArgument,
+            ),
             (
                 ServeError::TooManyCandidates { count: 5, max: 4 },
                 Code::OutOfRange,
@@ -93,7 +98,10 @@ mod tests {
                 },
                 Code::InvalidArgument,
             ),
-            (ServeError::QueueFull { capacity: 1 }, Code::ResourceExhausted),
+            (
+                ServeError::QueueFull { capacity: 1 },
+                Code::ResourceExhausted,
+            ),
             (ServeError::Overloaded { max: 1 }, Code::ResourceExhausted),
             (
                 ServeError::DeadlineExpired { stage: "in queue" },

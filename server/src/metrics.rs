@@ -137,11 +137,7 @@ impl Metrics {
             model_load_seconds.clone(),
         );
         let ready = Gauge::default();
-        registry.register(
-            "ready",
-            "1 while the node reports SERVING",
-            ready.clone(),
-        );
+        registry.register("ready", "1 while the node reports SERVING", ready.clone());
         Metrics {
             registry,
             requests,

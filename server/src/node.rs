@@ -62,13 +62,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let metrics = Arc::new(Metrics::new());
     let ranker = load_model(&cfg).await?;
     let info = ranker.info().clone();
-    metrics.model_info.get_or_create(&ModelLabels {
-        name: info.name.clone(),
-        version: info.version.clone(),
-        device: info.device.clone(),
-        precision: info.precision.to_string(),
-    })
-    .set(1);
+    metrics
+        .model_info
+        .get_or_create(&ModelLabels {
+            name: info.name.clone(),
+            version: info.version.clone(),
+            device: info.device.clone(),
+            precision: info.precision.to_string(),
+        })
+        .set(1);
 
     let grpc = bind(cfg.server.listen).await?;
     let metrics_listener = bind(cfg.server.metrics_listen).await?;
@@ -86,7 +88,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         },
         metrics.clone(),
     ));
-    let rank = RankService::new(scheduler.clone(), info.clone(), cfg.node_id.clone(), b.max_candidates);
+    let rank = RankService::new(
+        scheduler.clone(),
+        info.clone(),
+        cfg.node_id.clone(),
+        b.max_candidates,
+    );
     let rank = RankerServer::new(rank)
         .max_decoding_message_size(cfg.server.max_message_bytes)
         .max_encoding_message_size(cfg.server.max_message_bytes);
@@ -135,13 +142,19 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         model = %info.name, version = %info.version, device = %info.device,
         precision = %info.precision, "serving");
     // One machine-readable line on stdout for supervisors and tests that bind port 0.
-    println!("rankd: serving grpc={grpc_addr} metrics={metrics_addr} node={}", cfg.node_id);
+    println!(
+        "rankd: serving grpc={grpc_addr} metrics={metrics_addr} node={}",
+        cfg.node_id
+    );
 
     tokio::select! {
         res = &mut server => return res.map_err(StartError::from),
         () = shutdown => {}
     }
-    tracing::info!(drain_ms = cfg.server.drain_delay_ms, "shutdown requested: reporting NOT_SERVING and draining");
+    tracing::info!(
+        drain_ms = cfg.server.drain_delay_ms,
+        "shutdown requested: reporting NOT_SERVING and draining"
+    );
     set_serving(&health, &metrics, false).await;
     tokio::select! {
         res = &mut server => return res.map_err(StartError::from),
@@ -152,7 +165,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     match tokio::time::timeout(grace, &mut server).await {
         Ok(res) => res?,
         // Long-lived streams (health Watch) never finish on their own.
-        Err(_) => tracing::warn!(grace_ms = cfg.server.shutdown_grace_ms, "in-flight calls outlived the shutdown grace period"),
+        Err(_) => tracing::warn!(
+            grace_ms = cfg.server.shutdown_grace_ms,
+            "in-flight calls outlived the shutdown grace period"
+        ),
     }
     let _ = stop_metrics.send(());
     let _ = metrics_task.await;
@@ -180,7 +196,11 @@ async fn load_model(cfg: &Config) -> Result<Arc<dyn Ranker>, StartError> {
         }
     })
     .await
-    .map_err(|e| model_err(KernelError::Torch(format!("model loading thread failed: {e}"))))?;
+    .map_err(|e| {
+        model_err(KernelError::Torch(format!(
+            "model loading thread failed: {e}"
+        )))
+    })?;
     let (ranker, secs) = loaded.map_err(model_err)?;
     tracing::info!(bundle = %dir.display(), seconds = secs, "model loaded, warmed up and validated");
     Ok(Arc::new(ranker))
@@ -193,7 +213,8 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 }
 
 fn local_addr(l: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartError> {
-    l.local_addr().map_err(|source| StartError::Bind { addr, source })
+    l.local_addr()
+        .map_err(|source| StartError::Bind { addr, source })
 }
 
 async fn set_serving(health: &HealthReporter, metrics: &Metrics, serving: bool) {

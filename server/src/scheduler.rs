@@ -63,7 +63,11 @@ impl Drop for Arrival {
 }
 
 impl Scheduler {
-    pub fn start(ranker: Arc<dyn Ranker>, cfg: SchedulerConfig, metrics: Arc<Metrics>) -> Scheduler {
+    pub fn start(
+        ranker: Arc<dyn Ranker>,
+        cfg: SchedulerConfig,
+        metrics: Arc<Metrics>,
+    ) -> Scheduler {
         let (tx, rx) = crossbeam_channel::bounded(cfg.queue_capacity);
         let arrivals = Arc::new(AtomicUsize::new(0));
         let workers = (0..cfg.workers.max(1))
@@ -193,7 +197,11 @@ impl Worker {
             Err(_) if live.len() > 1 => {
                 for job in live {
                     let res = self.rank(std::slice::from_ref(&job));
-                    reply_all(vec![job], res.unwrap_or_else(|e| vec![Err(e)]), &self.metrics);
+                    reply_all(
+                        vec![job],
+                        res.unwrap_or_else(|e| vec![Err(e)]),
+                        &self.metrics,
+                    );
                 }
             }
             Err(e) => reply_all(live, vec![Err(e)], &self.metrics),
@@ -212,7 +220,9 @@ impl Worker {
         let start = Instant::now();
         let res = catch_unwind(AssertUnwindSafe(|| self.ranker.rank_batch(&inputs)))
             .unwrap_or_else(|_| Err(KernelError::Torch("inference panicked".into())));
-        self.metrics.inference.observe(start.elapsed().as_secs_f64());
+        self.metrics
+            .inference
+            .observe(start.elapsed().as_secs_f64());
         self.metrics.inference_batches.inc();
         self.metrics.batch_size.observe(jobs.len() as f64);
         res

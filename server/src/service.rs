@@ -26,7 +26,12 @@ pub struct RankService {
 }
 
 impl RankService {
-    pub fn new(scheduler: Arc<Scheduler>, model: ModelInfo, node_id: String, max_candidates: usize) -> Self {
+    pub fn new(
+        scheduler: Arc<Scheduler>,
+        model: ModelInfo,
+        node_id: String,
+        max_candidates: usize,
+    ) -> Self {
         RankService {
             scheduler,
             model,
@@ -56,7 +61,11 @@ impl RankService {
 
     fn request_id(&self, given: &str) -> String {
         if given.is_empty() {
-            format!("{}-{}", self.node_id, self.next_id.fetch_add(1, Ordering::Relaxed))
+            format!(
+                "{}-{}",
+                self.node_id,
+                self.next_id.fetch_add(1, Ordering::Relaxed)
+            )
         } else {
             given.to_string()
         }
@@ -157,7 +166,9 @@ impl Hasher for IdHasher {
         }
     }
     fn write_i64(&mut self, v: i64) {
-        self.0 = (v as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+        self.0 = (v as u64)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
     }
 }
 
@@ -170,7 +181,14 @@ mod tests {
         assert!(find_duplicate(&[1, 2, 3]).is_ok());
         let err = find_duplicate(&[5, 6, 7, 6]).unwrap_err();
         assert!(
-            matches!(err, ServeError::DuplicateCandidate { first: 1, second: 3, id: 6 }),
+            matches!(
+                err,
+                ServeError::DuplicateCandidate {
+                    first: 1,
+                    second: 3,
+                    id: 6
+                }
+            ),
             "{err}"
         );
     }

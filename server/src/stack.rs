@@ -43,14 +43,27 @@ pub fn serving_stack<S, N>(
     inner: S,
     cfg: &StackConfig,
     metrics: Arc<Metrics>,
-) -> Routed<impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send> + Clone + Send + Sync + 'static, N>
+) -> Routed<
+    impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    N,
+>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     S::Future: Send + 'static,
     N: NamedService,
 {
     let svc = ServiceBuilder::new()
-        .layer(MetricsLayer { metrics: metrics.clone() })
+        .layer(MetricsLayer {
+            metrics: metrics.clone(),
+        })
         .layer(ErrorMapLayer {
             max_concurrent: cfg.max_concurrent,
             metrics: metrics.clone(),
@@ -139,7 +152,10 @@ pub struct MetricsService<S> {
 
 impl<S> Service<Request<Body>> for MetricsService<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response<Body>;
@@ -158,7 +174,10 @@ where
         Box::pin(async move {
             let resp = fut.await?;
             let code = code_label(response_code(&resp));
-            metrics.requests.get_or_create(&MethodCode { method, code }).inc();
+            metrics
+                .requests
+                .get_or_create(&MethodCode { method, code })
+                .inc();
             metrics
                 .request_duration
                 .get_or_create(&MethodLabel { method })
@@ -172,7 +191,11 @@ where
 /// new series by calling made-up paths.
 fn method_label(path: &str) -> &'static str {
     const KNOWN: &[&str] = &["/rankd.v1.Ranker/Rank"];
-    KNOWN.iter().find(|k| **k == path).copied().unwrap_or("unknown")
+    KNOWN
+        .iter()
+        .find(|k| **k == path)
+        .copied()
+        .unwrap_or("unknown")
 }
 
 /// The gRPC code of a unary response: errors travel in the headers (trailers-only
@@ -304,7 +327,9 @@ where
         if Instant::now() >= deadline {
             self.metrics.reject("deadline_on_arrival");
             return Box::pin(std::future::ready(Ok(status_response(
-                ServeError::DeadlineExpired { stage: "on arrival" },
+                ServeError::DeadlineExpired {
+                    stage: "on arrival",
+                },
             ))));
         }
         req.extensions_mut().insert(Deadline(deadline));

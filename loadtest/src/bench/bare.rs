@@ -14,7 +14,8 @@ pub struct BareResults {
 }
 
 pub fn measure(bundle: &Bundle, args: &BenchArgs) -> Result<BareResults> {
-    let (ranker, load_s) = TorchRanker::load(bundle, &args.engine()).context("loading the model in process")?;
+    let (ranker, load_s) =
+        TorchRanker::load(bundle, &args.engine()).context("loading the model in process")?;
     eprintln!("    loaded on {} in {load_s:.2} s", ranker.info().device);
     let work = Workload::new(bundle, &args.candidates)?;
     let mut latency = Vec::new();
@@ -36,7 +37,10 @@ pub fn measure(bundle: &Bundle, args: &BenchArgs) -> Result<BareResults> {
             i += 1;
         }
         let l = Latency::from_histogram("bare", 1, n, &hist);
-        eprintln!("    1 x {n}: p50 {:.0} us, p99 {:.0} us", l.p50_us, l.p99_us);
+        eprintln!(
+            "    1 x {n}: p50 {:.0} us, p99 {:.0} us",
+            l.p50_us, l.p99_us
+        );
         latency.push(l);
 
         for batch in batch_sizes(args.max_batch_size) {
@@ -45,7 +49,10 @@ pub fn measure(bundle: &Bundle, args: &BenchArgs) -> Result<BareResults> {
             throughput.push(t);
         }
     }
-    Ok(BareResults { latency, throughput })
+    Ok(BareResults {
+        latency,
+        throughput,
+    })
 }
 
 fn batch_sizes(max: usize) -> Vec<usize> {
@@ -55,7 +62,13 @@ fn batch_sizes(max: usize) -> Vec<usize> {
     v
 }
 
-fn throughput_at(ranker: &TorchRanker, work: &Workload, n: usize, batch: usize, args: &BenchArgs) -> Result<Throughput> {
+fn throughput_at(
+    ranker: &TorchRanker,
+    work: &Workload,
+    n: usize,
+    batch: usize,
+    args: &BenchArgs,
+) -> Result<Throughput> {
     let lists = work.lists(n);
     let start = Instant::now();
     let end = start + args.throughput_window();

@@ -82,7 +82,10 @@ impl BenchArgs {
 pub fn run(args: BenchArgs) -> Result<()> {
     let bundle = Bundle::open(&args.bundle)
         .with_context(|| format!("opening bundle {}", args.bundle.display()))?;
-    eprintln!("--- bare engine ({} {}, in process)", args.device, args.precision);
+    eprintln!(
+        "--- bare engine ({} {}, in process)",
+        args.device, args.precision
+    );
     let bare = bare::measure(&bundle, &args)?;
     eprintln!("--- server (rankd over loopback)");
     let served = server::measure(&bundle, &args)?;
@@ -114,7 +117,9 @@ impl Workload {
             .iter()
             .map(|&n| {
                 anyhow::ensure!(n <= m.item_count, "{n} candidates > {} items", m.item_count);
-                let lists = (0..64u64).map(|seed| candidate_list(n, m.item_count, seed)).collect();
+                let lists = (0..64u64)
+                    .map(|seed| candidate_list(n, m.item_count, seed))
+                    .collect();
                 Ok((n, lists))
             })
             .collect::<Result<_>>()?;
@@ -138,7 +143,9 @@ fn candidate_list(n: usize, items: usize, seed: u64) -> Vec<i64> {
         stride += 1;
     }
     let start = seed.wrapping_mul(40_503) % items;
-    (0..n as u64).map(|i| ((start + i * stride) % items) as i64).collect()
+    (0..n as u64)
+        .map(|i| ((start + i * stride) % items) as i64)
+        .collect()
 }
 
 fn gcd(a: u64, b: u64) -> u64 {

@@ -32,7 +32,12 @@ impl Latency {
         Histogram::new_with_bounds(1, 60_000_000, 3).expect("static histogram bounds")
     }
 
-    pub fn from_histogram(side: &str, batch: usize, candidates: usize, h: &Histogram<u64>) -> Latency {
+    pub fn from_histogram(
+        side: &str,
+        batch: usize,
+        candidates: usize,
+        h: &Histogram<u64>,
+    ) -> Latency {
         Latency {
             side: side.into(),
             batch,
@@ -84,14 +89,27 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(args: &BenchArgs, manifest: Manifest, bare: BareResults, served: ServerResults) -> Report {
+    pub fn new(
+        args: &BenchArgs,
+        manifest: Manifest,
+        bare: BareResults,
+        served: ServerResults,
+    ) -> Report {
         let ratios = args
             .candidates
             .iter()
             .filter_map(|&n| {
-                let lat = |side: &str| bare.latency.iter().chain(&served.latency).find(|l| l.side == side && l.candidates == n && l.batch == 1);
+                let lat = |side: &str| {
+                    bare.latency
+                        .iter()
+                        .chain(&served.latency)
+                        .find(|l| l.side == side && l.candidates == n && l.batch == 1)
+                };
                 let (b, s) = (lat("bare")?, lat("server")?);
-                let bare_tp = bare.throughput.iter().find(|t| t.candidates == n && t.batch == args.max_batch_size)?;
+                let bare_tp = bare
+                    .throughput
+                    .iter()
+                    .find(|t| t.candidates == n && t.batch == args.max_batch_size)?;
                 let srv_tp = served.throughput.iter().find(|t| t.candidates == n)?;
                 let overhead = s.p50_us - b.p50_us;
                 let ratio = srv_tp.items_per_s / bare_tp.items_per_s;
@@ -109,29 +127,61 @@ impl Report {
             })
             .collect();
         Report {
-            model: format!("{} v{} ({} items, dq {}, di {})", manifest.name, manifest.version, manifest.item_count, manifest.query_dim, manifest.item_dim),
+            model: format!(
+                "{} v{} ({} items, dq {}, di {})",
+                manifest.name,
+                manifest.version,
+                manifest.item_count,
+                manifest.query_dim,
+                manifest.item_dim
+            ),
             device: args.device.to_string(),
             precision: args.precision.to_string(),
             max_batch_size: args.max_batch_size,
             concurrency: args.concurrency,
             machine: args.machine.clone(),
             latency: bare.latency.into_iter().chain(served.latency).collect(),
-            throughput: bare.throughput.into_iter().chain(served.throughput).collect(),
+            throughput: bare
+                .throughput
+                .into_iter()
+                .chain(served.throughput)
+                .collect(),
             ratios,
         }
     }
 
     pub fn print(&self) {
-        println!("\nrankload bench: {} on {} {}", self.model, self.device, self.precision);
+        println!(
+            "\nrankload bench: {} on {} {}",
+            self.model, self.device, self.precision
+        );
         println!("\nlatency (one request at a time)");
-        println!("{:<8} {:>6} {:>10} {:>9} {:>10} {:>10} {:>10}", "side", "batch", "candidates", "count", "p50 us", "p99 us", "max us");
+        println!(
+            "{:<8} {:>6} {:>10} {:>9} {:>10} {:>10} {:>10}",
+            "side", "batch", "candidates", "count", "p50 us", "p99 us", "max us"
+        );
         for l in &self.latency {
-            println!("{:<8} {:>6} {:>10} {:>9} {:>10.0} {:>10.0} {:>10.0}", l.side, l.batch, l.candidates, l.count, l.p50_us, l.p99_us, l.max_us);
+            println!(
+                "{:<8} {:>6} {:>10} {:>9} {:>10.0} {:>10.0} {:>10.0}",
+                l.side, l.batch, l.candidates, l.count, l.p50_us, l.p99_us, l.max_us
+            );
         }
         println!("\nthroughput");
-        println!("{:<8} {:>6} {:>10} {:>14} {:>12} {:>10} {:>7}", "side", "batch", "candidates", "items/s", "requests/s", "mean batch", "errors");
+        println!(
+            "{:<8} {:>6} {:>10} {:>14} {:>12} {:>10} {:>7}",
+            "side", "batch", "candidates", "items/s", "requests/s", "mean batch", "errors"
+        );
         for t in &self.throughput {
-            println!("{:<8} {:>6} {:>10} {:>14.4e} {:>12.0} {:>10.1} {:>7}", t.side, t.batch, t.candidates, t.items_per_s, t.requests_per_s, t.mean_batch, t.errors);
+            println!(
+                "{:<8} {:>6} {:>10} {:>14.4e} {:>12.0} {:>10.1} {:>7}",
+                t.side,
+                t.batch,
+                t.candidates,
+                t.items_per_s,
+                t.requests_per_s,
+                t.mean_batch,
+                t.errors
+            );
         }
         println!("\nratios (server vs bare, same run)");
         for r in &self.ratios {

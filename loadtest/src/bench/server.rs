@@ -98,19 +98,30 @@ fn start(args: &BenchArgs) -> Result<Rankd> {
 pub fn measure(bundle: &Bundle, args: &BenchArgs) -> Result<ServerResults> {
     let rankd = start(args)?;
     let work = Arc::new(Workload::new(bundle, &args.candidates)?);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let mut latency = Vec::new();
         let mut throughput = Vec::new();
         for &n in &args.candidates {
             let l = sequential(&rankd, &work, n, args).await?;
-            eprintln!("    1 x {n}: p50 {:.0} us, p99 {:.0} us", l.p50_us, l.p99_us);
+            eprintln!(
+                "    1 x {n}: p50 {:.0} us, p99 {:.0} us",
+                l.p50_us, l.p99_us
+            );
             latency.push(l);
             let t = saturate(&rankd, &work, n, args).await?;
-            eprintln!("    saturated x {n}: {:.3e} items/s, mean batch {:.1}, {} errors", t.items_per_s, t.mean_batch, t.errors);
+            eprintln!(
+                "    saturated x {n}: {:.3e} items/s, mean batch {:.1}, {} errors",
+                t.items_per_s, t.mean_batch, t.errors
+            );
             throughput.push(t);
         }
-        Ok(ServerResults { latency, throughput })
+        Ok(ServerResults {
+            latency,
+            throughput,
+        })
     })
 }
 
@@ -126,7 +137,10 @@ fn request(work: &Workload, n: usize, i: usize) -> RankRequest {
 
 async fn connect(rankd: &Rankd) -> Result<RankerClient<Channel>> {
     Ok(RankerClient::new(
-        Channel::from_shared(rankd.grpc.clone())?.tcp_nodelay(true).connect().await?,
+        Channel::from_shared(rankd.grpc.clone())?
+            .tcp_nodelay(true)
+            .connect()
+            .await?,
     ))
 }
 
@@ -150,7 +164,12 @@ async fn sequential(rankd: &Rankd, work: &Workload, n: usize, args: &BenchArgs) 
 }
 
 /// `concurrency` callers, each sending its next request as soon as the last returns.
-async fn saturate(rankd: &Rankd, work: &Arc<Workload>, n: usize, args: &BenchArgs) -> Result<Throughput> {
+async fn saturate(
+    rankd: &Rankd,
+    work: &Arc<Workload>,
+    n: usize,
+    args: &BenchArgs,
+) -> Result<Throughput> {
     let mut clients = Vec::new();
     for _ in 0..args.connections.max(1) {
         clients.push(connect(rankd).await?);
@@ -208,13 +227,19 @@ fn batch_counters(metrics_addr: &str) -> Result<(f64, f64)> {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    Ok((value("rankd_batch_size_count"), value("rankd_batch_size_sum")))
+    Ok((
+        value("rankd_batch_size_count"),
+        value("rankd_batch_size_sum"),
+    ))
 }
 
 fn scrape(addr: &str) -> Result<String> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut body = String::new();
     s.read_to_string(&mut body)?;
     Ok(body)

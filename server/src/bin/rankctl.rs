@@ -98,9 +98,10 @@ async fn rank(args: RankArgs) -> Result<()> {
     });
     req.set_timeout(Duration::from_millis(args.timeout_ms));
     let start = Instant::now();
-    let resp = client.rank(req).await.map_err(|s| {
-        anyhow::anyhow!("rank failed: {:?}: {}", s.code(), s.message())
-    })?;
+    let resp = client
+        .rank(req)
+        .await
+        .map_err(|s| anyhow::anyhow!("rank failed: {:?}: {}", s.code(), s.message()))?;
     let elapsed = start.elapsed();
     let resp = resp.into_inner();
     println!("{:>4}  {:>10}  {:>12}", "rank", "item_id", "score");
@@ -133,10 +134,15 @@ async fn health(addr: String) -> Result<()> {
             .await
             .map_err(|s| anyhow::anyhow!("health check failed: {:?}: {}", s.code(), s.message()))?
             .into_inner();
-        let name = if service.is_empty() { "(overall)" } else { service };
-        let status = tonic_health::pb::health_check_response::ServingStatus::try_from(status.status)
-            .map(|s| s.as_str_name().to_string())
-            .unwrap_or_else(|_| format!("unknown ({})", status.status));
+        let name = if service.is_empty() {
+            "(overall)"
+        } else {
+            service
+        };
+        let status =
+            tonic_health::pb::health_check_response::ServingStatus::try_from(status.status)
+                .map(|s| s.as_str_name().to_string())
+                .unwrap_or_else(|_| format!("unknown ({})", status.status));
         println!("{name:<20} {status}");
     }
     Ok(())
@@ -154,7 +160,10 @@ fn parse_id_list(s: &str) -> Result<Vec<i64>> {
                 }
                 ids.extend(a..=b);
             }
-            _ => ids.push(part.parse().with_context(|| format!("bad candidate id {part:?}"))?),
+            _ => ids.push(
+                part.parse()
+                    .with_context(|| format!("bad candidate id {part:?}"))?,
+            ),
         }
     }
     Ok(ids)

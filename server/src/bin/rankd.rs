@@ -12,7 +12,11 @@ use rankd_server::{config::LogFormat, Config};
 use serde_json::{json, Map, Value};
 
 #[derive(Parser)]
-#[command(name = "rankd", version, about = "Replicated gRPC inference server for search ranking")]
+#[command(
+    name = "rankd",
+    version,
+    about = "Replicated gRPC inference server for search ranking"
+)]
 struct Cli {
     /// TOML config file; `RANKD_*` environment variables and flags override it.
     #[arg(long, global = true, env = "RANKD_CONFIG")]
@@ -129,7 +133,10 @@ fn main() -> ExitCode {
     }
     let (Some(Command::Serve) | None) = cli.command;
     rankd_server::telemetry::init(&cfg.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("rankd: cannot start the async runtime: {e}");

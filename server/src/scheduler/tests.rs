@@ -22,7 +22,10 @@ impl Ranker for Scripted {
     fn info(&self) -> &ModelInfo {
         &self.info
     }
-    fn rank_batch(&self, batch: &[RankInput<'_>]) -> Result<Vec<Result<Ranked, KernelError>>, KernelError> {
+    fn rank_batch(
+        &self,
+        batch: &[RankInput<'_>],
+    ) -> Result<Vec<Result<Ranked, KernelError>>, KernelError> {
         let ks: Vec<usize> = batch.iter().map(|r| r.top_k).collect();
         self.batches.lock().unwrap().push(ks.clone());
         if ks.contains(&GATE) {
@@ -177,7 +180,10 @@ fn a_full_queue_refuses_instead_of_growing() {
     f.sched.submit(b).unwrap();
     let (c, _rxc) = job(3, None);
     let err = f.sched.submit(c).unwrap_err();
-    assert!(matches!(err, ServeError::QueueFull { capacity: 2 }), "{err}");
+    assert!(
+        matches!(err, ServeError::QueueFull { capacity: 2 }),
+        "{err}"
+    );
     f.release.send(()).unwrap();
     wait(first).unwrap();
     wait(rxa).unwrap();

@@ -31,14 +31,21 @@ impl Service<Request<Body>> for Route {
     }
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let fut = self.0.call(req);
-        Box::pin(async move { Ok(fut.await.unwrap_or_else(|_| tonic::Status::internal("mock").into_http())) })
+        Box::pin(async move {
+            Ok(fut
+                .await
+                .unwrap_or_else(|_| tonic::Status::internal("mock").into_http()))
+        })
     }
 }
 
 fn stack(
     max_concurrent: usize,
 ) -> (
-    impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send> + Clone + Send + 'static,
+    impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send>
+        + Clone
+        + Send
+        + 'static,
     Handle,
     Arc<Metrics>,
 ) {
@@ -87,7 +94,10 @@ async fn passes_calls_through_and_counts_them() {
     let resp = call.await.unwrap().unwrap();
     assert_eq!(code(&resp), tonic::Code::Ok);
     assert_eq!(
-        counter(&metrics, r#"rankd_requests_total{method="/rankd.v1.Ranker/Rank",code="OK"}"#),
+        counter(
+            &metrics,
+            r#"rankd_requests_total{method="/rankd.v1.Ranker/Rank",code="OK"}"#
+        ),
         1.0
     );
 }
@@ -103,7 +113,10 @@ async fn a_slow_call_hits_the_clients_deadline() {
     let resp = call.await.unwrap().unwrap();
     assert_eq!(code(&resp), tonic::Code::DeadlineExceeded);
     assert_eq!(
-        counter(&metrics, r#"rankd_requests_total{method="/rankd.v1.Ranker/Rank",code="DEADLINE_EXCEEDED"}"#),
+        counter(
+            &metrics,
+            r#"rankd_requests_total{method="/rankd.v1.Ranker/Rank",code="DEADLINE_EXCEEDED"}"#
+        ),
         1.0
     );
 }
@@ -123,8 +136,17 @@ async fn an_expired_deadline_never_reaches_the_handler() {
     let resp = svc.oneshot(rank_request(Some("0n"))).await.unwrap();
     assert_eq!(code(&resp), tonic::Code::DeadlineExceeded);
     // The stack is gone, so the mock reports every request it ever received, then None.
-    assert!(handle.next_request().await.is_none(), "the handler saw the request");
-    assert_eq!(counter(&metrics, r#"rankd_rejected_total{reason="deadline_on_arrival"}"#), 1.0);
+    assert!(
+        handle.next_request().await.is_none(),
+        "the handler saw the request"
+    );
+    assert_eq!(
+        counter(
+            &metrics,
+            r#"rankd_rejected_total{reason="deadline_on_arrival"}"#
+        ),
+        1.0
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -135,7 +157,10 @@ async fn calls_beyond_the_concurrency_limit_are_shed() {
     // The only slot is taken: the next call is refused at once, not queued.
     let resp = svc.clone().oneshot(rank_request(None)).await.unwrap();
     assert_eq!(code(&resp), tonic::Code::ResourceExhausted);
-    assert_eq!(counter(&metrics, r#"rankd_rejected_total{reason="overloaded"}"#), 1.0);
+    assert_eq!(
+        counter(&metrics, r#"rankd_rejected_total{reason="overloaded"}"#),
+        1.0
+    );
     send.send_response(Response::new(Body::empty()));
     assert_eq!(code(&first.await.unwrap().unwrap()), tonic::Code::Ok);
     // The slot is free again.
@@ -147,14 +172,20 @@ async fn calls_beyond_the_concurrency_limit_are_shed() {
 
 #[test]
 fn unknown_paths_share_one_label() {
-    assert_eq!(method_label("/rankd.v1.Ranker/Rank"), "/rankd.v1.Ranker/Rank");
+    assert_eq!(
+        method_label("/rankd.v1.Ranker/Rank"),
+        "/rankd.v1.Ranker/Rank"
+    );
     assert_eq!(method_label("/evil/random-123"), "unknown");
 }
 
 #[test]
 fn parses_grpc_timeouts() {
     assert_eq!(parse_grpc_timeout(b"5S"), Some(Duration::from_secs(5)));
-    assert_eq!(parse_grpc_timeout(b"250m"), Some(Duration::from_millis(250)));
+    assert_eq!(
+        parse_grpc_timeout(b"250m"),
+        Some(Duration::from_millis(250))
+    );
     assert_eq!(parse_grpc_timeout(b"1n"), Some(Duration::from_nanos(1)));
     assert_eq!(parse_grpc_timeout(b"2H"), Some(Duration::from_secs(7200)));
     assert_eq!(parse_grpc_timeout(b"123456789S"), None);
