@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Every GPU check and benchmark in one run (see docs/gpu.md). Expects release binaries in
+# target/release and the demo bundle in models/demo, built on the development machine.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-bench-out/gpu}
+mkdir -p "$OUT"
+TORCH_LIB=$(python3 -c "import torch, os; print(os.path.dirname(torch.__file__))")/lib
+export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+SECONDS_LAT=${SECONDS_LAT:-3}
+SECONDS_TP=${SECONDS_TP:-5}
+
+{
+  echo "== date";    date -u +%FT%TZ
+  echo "== gpu";     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
+  echo "== torch";   python3 -c "import torch; print(torch.__version__, torch.cuda.is_available())"
+  echo "== linked";  readelf -d target/release/rankd | grep NEEDED
+} > "$OUT/env.txt" 2>&1
+grep -q libtorch_cuda.so "$OUT/env.txt" || echo "FAIL: libtorch_cuda.so is not linked" | tee -a "$OUT/env.txt"
+
+status=0
+for precision in fp32 fp16; do
+  echo "== rankload bench cuda $precision"
+  target/release/rankload bench --bundle models/demo --rankd target/release/rankd \
+    --device cuda --precision "$precision" --max-batch-size 256 --candidates 100,1000 \
+    --concurrency 512 --connections 8 \
+    --latency-seconds "$SECONDS_LAT" --throughput-seconds "$SECONDS_TP" \
+    --machine "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" \
+    --out "$OUT/bench-cuda-$precision.json" 2>&1 | tee "$OUT/bench-cuda-$precision.txt" || status=1
+done
+exit $status
