@@ -1,0 +1,300 @@
+//! [`Node`]: one running `rankd serve` process and typed access to everything it serves.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use rankd_proto::v1::ranker_client::RankerClient;
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+use crate::builder::NodeBuilder;
+use crate::metrics::{http_get, HttpResponse, MetricsSnapshot};
+use crate::STARTUP_TIMEOUT;
+
+/// A running rankd node. Dropping it kills the process (SIGKILL) and reaps it; if the test
+/// is failing, the tail of the node's log is printed first.
+pub struct Node {
+    id: String,
+    grpc_addr: SocketAddr,
+    metrics_addr: SocketAddr,
+    child: Child,
+    pid: Pid,
+    exited: Option<ExitStatus>,
+    stderr_path: PathBuf,
+    config_path: PathBuf,
+    // Last: the directory must outlive the process writing into it.
+    dir: TempDir,
+}
+
+impl Node {
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder::new()
+    }
+
+    /// A node with the default test settings.
+    pub async fn start() -> Node {
+        NodeBuilder::new().start().await
+    }
+
+    pub(crate) async fn spawn(
+        mut cmd: Command,
+        dir: TempDir,
+        config_path: PathBuf,
+        stderr_path: PathBuf,
+    ) -> Node {
+        let mut child = cmd.spawn().expect("spawning rankd");
+        let pid = Pid::from_raw(child.id().expect("a running child has a pid") as i32);
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let started = Instant::now();
+        let line = match tokio::time::timeout(STARTUP_TIMEOUT, lines.next_line()).await {
+            Ok(Ok(Some(line))) => line,
+            Ok(Ok(None)) | Ok(Err(_)) => {
+                let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+                panic!(
+                    "rankd exited before serving ({status:?})\n--- config:\n{}\n--- stderr:\n{}",
+                    read_lossy(&config_path),
+                    read_lossy(&stderr_path)
+                );
+            }
+            Err(_) => {
+                let _ = child.start_kill();
+                panic!(
+                    "rankd did not report serving within {STARTUP_TIMEOUT:?}\n--- stderr:\n{}",
+                    read_lossy(&stderr_path)
+                );
+            }
+        };
+        let (grpc_addr, metrics_addr, id) = parse_serving_line(&line)
+            .unwrap_or_else(|| panic!("unexpected first stdout line from rankd: {line:?}"));
+        tracing::info!(node = %id, %grpc_addr, %metrics_addr, startup_ms = started.elapsed().as_millis() as u64, "rankd serving");
+        // rankd prints nothing else on stdout, but keep the pipe drained so it never blocks.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Node {
+            id,
+            grpc_addr,
+            metrics_addr,
+            child,
+            pid,
+            exited: None,
+            stderr_path,
+            config_path,
+            dir,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
+    /// The node's temporary directory (config file, stderr log).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// Everything the node has logged so far.
+    pub fn log(&self) -> String {
+        read_lossy(&self.stderr_path)
+    }
+
+    /// `http://host:port` of the gRPC listener.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.grpc_addr)
+    }
+
+    /// A fresh gRPC channel to the node (its own HTTP/2 connection).
+    pub async fn channel(&self) -> Channel {
+        Endpoint::from_shared(self.endpoint())
+            .expect("a valid endpoint URI")
+            .connect_timeout(Duration::from_secs(10))
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.endpoint()))
+    }
+
+    /// A Rank client on a fresh connection.
+    pub async fn rank_client(&self) -> RankerClient<Channel> {
+        RankerClient::new(self.channel().await)
+    }
+
+    /// A Rank client whose transport does not enforce `grpc-timeout` itself, so the server's
+    /// own deadline handling is what a test observes (see [`crate::RawH2`]).
+    pub async fn raw_rank_client(&self) -> RankerClient<crate::RawH2> {
+        crate::raw_rank_client(self.grpc_addr).await
+    }
+
+    /// A grpc.health.v1 client on a fresh connection.
+    pub async fn health_client(&self) -> HealthClient<Channel> {
+        HealthClient::new(self.channel().await)
+    }
+
+    /// `Health/Check` for `service` ("" is the whole server).
+    pub async fn health_check(&self, service: &str) -> Result<ServingStatus, tonic::Status> {
+        let resp = self
+            .health_client()
+            .await
+            .check(HealthCheckRequest {
+                service: service.to_string(),
+            })
+            .await?;
+        Ok(resp.into_inner().status())
+    }
+
+    /// `Health/Check` for `service`, which must succeed.
+    pub async fn health(&self, service: &str) -> ServingStatus {
+        self.health_check(service)
+            .await
+            .unwrap_or_else(|s| panic!("Health/Check({service:?}) failed: {s:?}"))
+    }
+
+    /// `GET path` on the metrics listener.
+    pub async fn http_get(&self, path: &str) -> HttpResponse {
+        http_get(self.metrics_addr, path)
+            .await
+            .unwrap_or_else(|e| panic!("GET http://{}{path}: {e}", self.metrics_addr))
+    }
+
+    /// The raw Prometheus text of `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        let resp = self.http_get("/metrics").await;
+        assert_eq!(resp.status, 200, "GET /metrics: {resp:?}");
+        resp.body
+    }
+
+    /// One parsed scrape of `/metrics`.
+    pub async fn metrics(&self) -> MetricsSnapshot {
+        MetricsSnapshot::parse(&self.metrics_text().await)
+    }
+
+    /// The current value of one series, e.g. `rankd_ready` or
+    /// `rankd_rejected_total{reason="deadline_on_arrival"}`.
+    pub async fn metric_value(&self, series: &str) -> Option<f64> {
+        self.metrics().await.value(series)
+    }
+
+    /// Sends SIGTERM (graceful drain and shutdown).
+    pub fn sigterm(&self) {
+        kill(self.pid, Signal::SIGTERM).expect("sending SIGTERM to rankd");
+    }
+
+    /// Waits for the process to exit; panics (with the log) after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        if let Some(status) = self.exited {
+            return status;
+        }
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(status) => {
+                let status = status.expect("waiting for rankd");
+                self.exited = Some(status);
+                status
+            }
+            Err(_) => panic!(
+                "rankd {} did not exit within {timeout:?}\n--- stderr:\n{}",
+                self.id,
+                self.log()
+            ),
+        }
+    }
+
+    /// Whether the process has exited (without waiting).
+    pub fn has_exited(&mut self) -> bool {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().expect("polling rankd");
+        }
+        self.exited.is_some()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            eprintln!(
+                "--- last lines of rankd {} log ({}):\n{}",
+                self.id,
+                self.stderr_path.display(),
+                tail.join("\n")
+            );
+        }
+        if self.exited.is_some() {
+            return;
+        }
+        let _ = self.child.start_kill();
+        // Reap it here rather than leaving a zombie for the runtime: SIGKILL is immediate,
+        // so this only waits for the kernel to tear the process down.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            match self.child.try_wait() {
+                Ok(Some(_)) | Err(_) => return,
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+}
+
+/// `rankd: serving grpc=ADDR metrics=ADDR node=ID` → (grpc, metrics, id).
+fn parse_serving_line(line: &str) -> Option<(SocketAddr, SocketAddr, String)> {
+    let rest = line.strip_prefix("rankd: serving ")?;
+    let mut grpc = None;
+    let mut metrics = None;
+    let mut node = None;
+    for field in rest.split_whitespace() {
+        match field.split_once('=')? {
+            ("grpc", v) => grpc = v.parse().ok(),
+            ("metrics", v) => metrics = v.parse().ok(),
+            ("node", v) => node = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    Some((grpc?, metrics?, node?))
+}
+
+fn read_lossy(path: &Path) -> String {
+    std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_else(|e| format!("<cannot read {}: {e}>", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_serving_line;
+
+    #[test]
+    fn parses_the_serving_line() {
+        let (g, m, id) = parse_serving_line(
+            "rankd: serving grpc=127.0.0.1:5001 metrics=127.0.0.1:5002 node=n-1",
+        )
+        .unwrap();
+        assert_eq!(g.port(), 5001);
+        assert_eq!(m.port(), 5002);
+        assert_eq!(id, "n-1");
+        assert!(parse_serving_line("rankd: starting").is_none());
+    }
+}
