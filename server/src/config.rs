@@ -175,7 +175,8 @@ impl Config {
             fig = fig.merge(Toml::file(path));
         }
         let cfg: Config = fig
-            .merge(Env::prefixed("RANKD_").split("__"))
+            // RANKD_CONFIG names the file itself (a clap flag), not a key inside it.
+            .merge(Env::prefixed("RANKD_").ignore(&["config"]).split("__"))
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(|e| ConfigError::Load(e.to_string().replace('\n', "; ")))?;

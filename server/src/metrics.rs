@@ -43,6 +43,15 @@ pub struct ModelLabels {
     pub precision: String,
 }
 
+/// Every `reason` label `rankd_rejected_total` can carry.
+pub const REJECT_REASONS: [&str; 5] = [
+    "overloaded",
+    "queue_full",
+    "deadline_on_arrival",
+    "deadline_in_queue",
+    "caller_gone",
+];
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -113,6 +122,10 @@ impl Metrics {
             queue_depth.clone(),
         );
         let rejected = Family::<Reason, Counter>::default();
+        // Present from the start, so rate() and alerts work before the first refusal.
+        for reason in REJECT_REASONS {
+            let _ = rejected.get_or_create(&Reason { reason });
+        }
         registry.register(
             "rejected",
             "Rank requests refused before inference, by reason",

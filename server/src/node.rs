@@ -60,8 +60,9 @@ impl StartError {
 /// Loads the model, binds, and serves until `shutdown` resolves; then drains and returns.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartError> {
     let metrics = Arc::new(Metrics::new());
-    let ranker = load_model(&cfg).await?;
+    let (ranker, load_seconds) = load_model(&cfg).await?;
     let info = ranker.info().clone();
+    metrics.model_load_seconds.set(load_seconds);
     metrics
         .model_info
         .get_or_create(&ModelLabels {
@@ -106,7 +107,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         metrics.clone(),
     );
 
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let (mut health, health_service) = tonic_health::server::health_reporter();
     set_serving(&health, &metrics, true).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(rankd_proto::FILE_DESCRIPTOR_SET)
@@ -160,6 +161,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         res = &mut server => return res.map_err(StartError::from),
         () = tokio::time::sleep(Duration::from_millis(cfg.server.drain_delay_ms)) => {}
     }
+    // Clearing the statuses ends open Watch streams cleanly; otherwise every watcher would
+    // hold the shutdown for the whole grace period.
+    clear_health(&mut health).await;
     let _ = stop_grpc.send(());
     let grace = Duration::from_millis(cfg.server.shutdown_grace_ms);
     match tokio::time::timeout(grace, &mut server).await {
@@ -180,7 +184,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     Ok(())
 }
 
-async fn load_model(cfg: &Config) -> Result<Arc<dyn Ranker>, StartError> {
+async fn load_model(cfg: &Config) -> Result<(Arc<dyn Ranker>, f64), StartError> {
     let dir = cfg.model.bundle.clone();
     let engine = cfg.engine();
     let model_err = |source| StartError::Model {
@@ -203,7 +207,7 @@ async fn load_model(cfg: &Config) -> Result<Arc<dyn Ranker>, StartError> {
     })?;
     let (ranker, secs) = loaded.map_err(model_err)?;
     tracing::info!(bundle = %dir.display(), seconds = secs, "model loaded, warmed up and validated");
-    Ok(Arc::new(ranker))
+    Ok((Arc::new(ranker), secs))
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -217,6 +221,13 @@ fn local_addr(l: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartErro
         .map_err(|source| StartError::Bind { addr, source })
 }
 
+async fn clear_health(health: &mut HealthReporter) {
+    health.clear_service_status("").await;
+    health.clear_service_status(RANKER_SERVICE).await;
+}
+
+const RANKER_SERVICE: &str = <RankerServer<RankService> as tonic::server::NamedService>::NAME;
+
 async fn set_serving(health: &HealthReporter, metrics: &Metrics, serving: bool) {
     let status = if serving {
         tonic_health::ServingStatus::Serving
@@ -224,11 +235,6 @@ async fn set_serving(health: &HealthReporter, metrics: &Metrics, serving: bool) 
         tonic_health::ServingStatus::NotServing
     };
     health.set_service_status("", status).await;
-    health
-        .set_service_status(
-            <RankerServer<RankService> as tonic::server::NamedService>::NAME,
-            status,
-        )
-        .await;
+    health.set_service_status(RANKER_SERVICE, status).await;
     metrics.ready.set(i64::from(serving));
 }

@@ -103,16 +103,20 @@ impl Scheduler {
 
     pub fn submit(&self, job: Job) -> Result<(), ServeError> {
         let tx = self.tx.as_ref().ok_or(ServeError::EngineStopped)?;
-        match tx.try_send(job) {
-            Ok(()) => {
-                self.metrics.queue_depth.set(tx.len() as i64);
-                Ok(())
+        // Counted before the send so a worker's decrement can never precede it.
+        self.metrics.queue_depth.inc();
+        let res = match tx.try_send(job) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(_)) => {
+                self.metrics.reject("queue_full");
+                Err(ServeError::QueueFull {
+                    capacity: self.capacity,
+                })
             }
-            Err(TrySendError::Full(_)) => Err(ServeError::QueueFull {
-                capacity: self.capacity,
-            }),
             Err(TrySendError::Disconnected(_)) => Err(ServeError::EngineStopped),
-        }
+        };
+        self.metrics.queue_depth.dec();
+        res
     }
 
     /// Stops taking requests, lets the workers finish what is queued, and joins them.
@@ -137,7 +141,7 @@ impl Worker {
     fn run(self) {
         while let Ok(first) = self.rx.recv() {
             let batch = self.fill(first);
-            self.metrics.queue_depth.set(self.rx.len() as i64);
+            self.metrics.queue_depth.dec_by(batch.len() as i64);
             self.execute(batch);
         }
     }
