@@ -51,6 +51,10 @@ pub struct ServerConfig {
     pub drain_delay_ms: u64,
     /// After the drain delay, how long in-flight requests get to finish before exit.
     pub shutdown_grace_ms: u64,
+    /// Async runtime worker threads for gRPC and metrics; 0 means one per core. Inference
+    /// runs on its own threads, so on small machines fewer runtime threads leave the
+    /// cores to the model.
+    pub runtime_threads: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,6 +75,11 @@ pub struct ModelConfig {
 pub struct BatchingConfig {
     /// Most requests coalesced into one forward pass.
     pub max_batch_size: usize,
+    /// Most scored rows per forward pass (requests × longest candidate list). 0 picks by
+    /// device: 4096 on CPU, where larger batches fall out of cache and get slower, and
+    /// 1048576 on CUDA.
+    pub max_batch_items: usize,
+
     /// Longest a request waits for others to join its batch. Only spent while more
     /// requests are already on their way in; a lone request runs at once.
     pub max_queue_delay_us: u64,
@@ -119,6 +128,7 @@ impl Default for ServerConfig {
             max_message_bytes: 4 << 20,
             drain_delay_ms: 1000,
             shutdown_grace_ms: 10_000,
+            runtime_threads: 0,
         }
     }
 }
@@ -139,6 +149,7 @@ impl Default for BatchingConfig {
     fn default() -> Self {
         BatchingConfig {
             max_batch_size: 32,
+            max_batch_items: 0,
             max_queue_delay_us: 500,
             queue_capacity: 1024,
             workers: 1,
@@ -202,6 +213,9 @@ impl Config {
         if s.max_concurrent_requests == 0 {
             return bad("server.max_concurrent_requests", "must be positive".into());
         }
+        if s.runtime_threads > 256 {
+            return bad("server.runtime_threads", "must be at most 256".into());
+        }
         if s.max_message_bytes < 1024 {
             return bad("server.max_message_bytes", "must be at least 1024".into());
         }
@@ -255,6 +269,15 @@ impl Config {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.server.request_timeout_ms)
+    }
+
+    /// `batching.max_batch_items`, resolved for the device the model landed on.
+    pub fn max_batch_items(&self, device: &str) -> usize {
+        match self.batching.max_batch_items {
+            0 if device.starts_with("cuda") => 1 << 20,
+            0 => 4096,
+            n => n,
+        }
     }
 
     pub fn engine(&self) -> EngineConfig {

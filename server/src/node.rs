@@ -83,6 +83,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         ranker,
         SchedulerConfig {
             max_batch_size: b.max_batch_size,
+            max_batch_items: cfg.max_batch_items(&info.device),
             max_queue_delay: Duration::from_micros(b.max_queue_delay_us),
             queue_capacity: b.queue_capacity,
             workers: b.workers,

@@ -40,6 +40,9 @@ pub struct Job {
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
     pub max_batch_size: usize,
+    /// Most scored rows per batch (requests × longest candidate list, padding included).
+    /// Past the device's sweet spot a bigger batch only adds latency.
+    pub max_batch_items: usize,
     pub max_queue_delay: Duration,
     pub queue_capacity: usize,
     pub workers: usize,
@@ -78,7 +81,9 @@ impl Scheduler {
                     arrivals: arrivals.clone(),
                     metrics: metrics.clone(),
                     max_batch: cfg.max_batch_size.max(1),
+                    max_items: cfg.max_batch_items.max(1),
                     max_delay: cfg.max_queue_delay,
+                    carry: None,
                 };
                 std::thread::Builder::new()
                     .name(format!("rankd-infer-{i}"))
@@ -134,41 +139,57 @@ struct Worker {
     arrivals: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
     max_batch: usize,
+    max_items: usize,
     max_delay: Duration,
+    /// A job taken from the queue that did not fit the last batch; it heads the next one.
+    carry: Option<Job>,
 }
 
 impl Worker {
-    fn run(self) {
-        while let Ok(first) = self.rx.recv() {
+    fn run(mut self) {
+        while let Some(first) = self.carry.take().or_else(|| self.next_job()) {
             let batch = self.fill(first);
-            self.metrics.queue_depth.dec_by(batch.len() as i64);
             self.execute(batch);
         }
     }
 
-    fn fill(&self, first: Job) -> Vec<Job> {
+    /// The next job; `None` once the queue is closed and empty.
+    fn next_job(&self) -> Option<Job> {
+        let job = self.rx.recv().ok()?;
+        self.metrics.queue_depth.dec();
+        Some(job)
+    }
+
+    fn fill(&mut self, first: Job) -> Vec<Job> {
         let window_end = first.enqueued + self.max_delay;
+        let mut longest = first.candidates.len();
         let mut batch = vec![first];
         while batch.len() < self.max_batch {
-            match self.rx.try_recv() {
-                Ok(job) => {
-                    batch.push(job);
-                    continue;
-                }
+            let job = match self.rx.try_recv() {
+                Ok(job) => job,
                 Err(TryRecvError::Disconnected) => break,
-                Err(TryRecvError::Empty) => {}
-            }
-            let now = Instant::now();
-            if self.arrivals.load(Ordering::Acquire) == 0 || now >= window_end {
+                Err(TryRecvError::Empty) => {
+                    let now = Instant::now();
+                    if self.arrivals.load(Ordering::Acquire) == 0 || now >= window_end {
+                        break;
+                    }
+                    // Wait in short slices: an arriving call may fail validation and never
+                    // enqueue, and the arrival count must be re-read to notice that.
+                    match self.rx.recv_deadline(window_end.min(now + ARRIVAL_POLL)) {
+                        Ok(job) => job,
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+            };
+            self.metrics.queue_depth.dec();
+            let n = longest.max(job.candidates.len());
+            if (batch.len() + 1) * n > self.max_items {
+                self.carry = Some(job);
                 break;
             }
-            // Wait in short slices: an arriving call may fail validation and never enqueue,
-            // and the arrival count must be re-read to notice that.
-            match self.rx.recv_deadline(window_end.min(now + ARRIVAL_POLL)) {
-                Ok(job) => batch.push(job),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
+            longest = n;
+            batch.push(job);
         }
         batch
     }

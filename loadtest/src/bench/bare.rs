@@ -56,7 +56,7 @@ pub fn measure(bundle: &Bundle, args: &BenchArgs) -> Result<BareResults> {
 }
 
 fn batch_sizes(max: usize) -> Vec<usize> {
-    let mut v = vec![1, 8, max];
+    let mut v = vec![1, 4, 8, max];
     v.sort_unstable();
     v.dedup();
     v

@@ -28,9 +28,15 @@ pub struct BenchArgs {
     /// libtorch intra-op threads for both halves (0: libtorch's default).
     #[arg(long, default_value_t = 0)]
     pub torch_threads: usize,
+    /// The server's async runtime threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub runtime_threads: usize,
     /// Server batch limit; the bare throughput baseline uses the same batch size.
     #[arg(long, default_value_t = 32)]
     pub max_batch_size: usize,
+    /// Server `batching.max_batch_items` (0: the server's per-device default).
+    #[arg(long, default_value_t = 0)]
+    pub max_batch_items: usize,
     /// Candidate counts per request.
     #[arg(long, value_delimiter = ',', default_value = "100,1000")]
     pub candidates: Vec<usize>,

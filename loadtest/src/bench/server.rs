@@ -56,10 +56,13 @@ fn start(args: &BenchArgs) -> Result<Rankd> {
         &config,
         format!(
             "node_id = \"bench\"\n[server]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n\
-             max_concurrent_requests = {conc}\nrequest_timeout_ms = 10000\n\
+             max_concurrent_requests = {conc}\nrequest_timeout_ms = 10000\nruntime_threads = {rt}\n\
              [model]\nbundle = {bundle:?}\ndevice = \"{dev}\"\nprecision = \"{prec}\"\ntorch_threads = {threads}\n\
-             [batching]\nmax_batch_size = {batch}\nqueue_capacity = {queue}\n[log]\nlevel = \"warn\"\n",
+             [batching]\nmax_batch_size = {batch}\nqueue_capacity = {queue}\n\
+             max_batch_items = {items}\n[log]\nlevel = \"warn\"\n",
             conc = args.concurrency * 4,
+            rt = args.runtime_threads,
+            items = args.max_batch_items,
             dev = args.device,
             prec = args.precision,
             threads = args.torch_threads,
@@ -98,30 +101,42 @@ fn start(args: &BenchArgs) -> Result<Rankd> {
 pub fn measure(bundle: &Bundle, args: &BenchArgs) -> Result<ServerResults> {
     let rankd = start(args)?;
     let work = Arc::new(Workload::new(bundle, &args.candidates)?);
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // A lone caller measures latency on one thread, as a frontend's request path would;
+    // the saturating callers get every core.
+    let single = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async {
-        let mut latency = Vec::new();
-        let mut throughput = Vec::new();
-        for &n in &args.candidates {
-            let l = sequential(&rankd, &work, n, args).await?;
-            eprintln!(
-                "    1 x {n}: p50 {:.0} us, p99 {:.0} us",
-                l.p50_us, l.p99_us
-            );
-            latency.push(l);
-            let t = saturate(&rankd, &work, n, args).await?;
-            eprintln!(
-                "    saturated x {n}: {:.3e} items/s, mean batch {:.1}, {} errors",
-                t.items_per_s, t.mean_batch, t.errors
-            );
-            throughput.push(t);
-        }
-        Ok(ServerResults {
-            latency,
-            throughput,
-        })
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut latency = Vec::new();
+    let mut throughput = Vec::new();
+    let floor = single.block_on(transport_floor(&rankd, &work, args))?;
+    eprintln!(
+        "    transport floor (refused before the queue): p50 {:.0} us, p99 {:.0} us",
+        floor.p50_us, floor.p99_us
+    );
+    latency.push(floor);
+    for &n in &args.candidates {
+        let l = single.block_on(sequential(&rankd, &work, n, args))?;
+        eprintln!(
+            "    1 x {n}: p50 {:.0} us, p99 {:.0} us (server-side means: queue {:.0} us, inference {:.0} us)",
+            l.p50_us,
+            l.p99_us,
+            l.server_queue_us.unwrap_or(0.0),
+            l.server_inference_us.unwrap_or(0.0)
+        );
+        latency.push(l);
+        let t = multi.block_on(saturate(&rankd, &work, n, args))?;
+        eprintln!(
+            "    saturated x {n}: {:.3e} items/s, mean batch {:.1}, {} errors",
+            t.items_per_s, t.mean_batch, t.errors
+        );
+        throughput.push(t);
+    }
+    Ok(ServerResults {
+        latency,
+        throughput,
     })
 }
 
@@ -151,6 +166,7 @@ async fn sequential(rankd: &Rankd, work: &Workload, n: usize, args: &BenchArgs) 
         client.rank(request(work, n, i)).await?;
     }
     let mut hist = Latency::histogram();
+    let before = Scrape::take(&rankd.metrics)?;
     let end = Instant::now() + args.latency_window();
     let mut i = 0;
     while Instant::now() < end {
@@ -160,7 +176,37 @@ async fn sequential(rankd: &Rankd, work: &Workload, n: usize, args: &BenchArgs) 
         hist.record(start.elapsed().as_micros() as u64).ok();
         i += 1;
     }
-    Ok(Latency::from_histogram("server", 1, n, &hist))
+    let after = Scrape::take(&rankd.metrics)?;
+    let mut l = Latency::from_histogram("server", 1, n, &hist);
+    l.server_queue_us = Some(after.mean_since(&before, "rankd_queue_wait_seconds") * 1e6);
+    l.server_inference_us = Some(after.mean_since(&before, "rankd_inference_seconds") * 1e6);
+    Ok(l)
+}
+
+/// Round trips for a request the server refuses during validation (empty candidate list):
+/// the cost of gRPC over loopback plus the service layers, without queue or model.
+async fn transport_floor(rankd: &Rankd, work: &Workload, args: &BenchArgs) -> Result<Latency> {
+    let mut client = connect(rankd).await?;
+    let req = || RankRequest {
+        request_id: String::new(),
+        query: work.query.clone(),
+        candidate_ids: Vec::new(),
+        top_k: 10,
+    };
+    for _ in 0..50 {
+        let _ = client.rank(req()).await;
+    }
+    let mut hist = Latency::histogram();
+    let end = Instant::now() + args.latency_window();
+    while Instant::now() < end {
+        let start = Instant::now();
+        let res = client.rank(req()).await;
+        hist.record(start.elapsed().as_micros() as u64).ok();
+        if !matches!(&res, Err(s) if s.code() == tonic::Code::InvalidArgument) {
+            bail!("expected INVALID_ARGUMENT for an empty candidate list, got {res:?}");
+        }
+    }
+    Ok(Latency::from_histogram("floor", 1, 0, &hist))
 }
 
 /// `concurrency` callers, each sending its next request as soon as the last returns.
@@ -176,7 +222,7 @@ async fn saturate(
     }
     let ok = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
-    let (batches0, requests0) = batch_counters(&rankd.metrics)?;
+    let before = Scrape::take(&rankd.metrics)?;
     let start = Instant::now();
     let end = start + args.throughput_window();
     let tasks: Vec<_> = (0..args.concurrency)
@@ -199,7 +245,7 @@ async fn saturate(
         t.await?;
     }
     let secs = start.elapsed().as_secs_f64();
-    let (batches1, requests1) = batch_counters(&rankd.metrics)?;
+    let after = Scrape::take(&rankd.metrics)?;
     let done = ok.load(Ordering::Relaxed) as f64;
     Ok(Throughput {
         side: "server".into(),
@@ -207,7 +253,7 @@ async fn saturate(
         candidates: n,
         items_per_s: done * n as f64 / secs,
         requests_per_s: done / secs,
-        mean_batch: (requests1 - requests0) / (batches1 - batches0).max(1.0),
+        mean_batch: after.mean_since(&before, "rankd_batch_size"),
         errors: errors.load(Ordering::Relaxed),
     })
 }
@@ -217,20 +263,32 @@ fn args_stride() -> usize {
     7
 }
 
-/// `(batches run, requests batched)` from the node's batch-size histogram.
-fn batch_counters(metrics_addr: &str) -> Result<(f64, f64)> {
-    let text = scrape(metrics_addr)?;
-    let value = |name: &str| {
-        text.lines()
+/// One reading of the node's metrics.
+struct Scrape(String);
+
+impl Scrape {
+    fn take(metrics_addr: &str) -> Result<Scrape> {
+        scrape(metrics_addr).map(Scrape)
+    }
+
+    /// The value of the first series whose line starts with `name` (0 when absent).
+    fn value(&self, name: &str) -> f64 {
+        self.0
+            .lines()
             .find(|l| l.starts_with(name))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
-    };
-    Ok((
-        value("rankd_batch_size_count"),
-        value("rankd_batch_size_sum"),
-    ))
+    }
+
+    /// Mean of a histogram's observations between two readings.
+    fn mean_since(&self, before: &Scrape, histogram: &str) -> f64 {
+        let sum =
+            self.value(&format!("{histogram}_sum")) - before.value(&format!("{histogram}_sum"));
+        let count =
+            self.value(&format!("{histogram}_count")) - before.value(&format!("{histogram}_count"));
+        sum / count.max(1.0)
+    }
 }
 
 fn scrape(addr: &str) -> Result<String> {

@@ -79,6 +79,7 @@ fn fixture(capacity: usize, delay: Duration) -> Fixture {
         ranker.clone(),
         SchedulerConfig {
             max_batch_size: 8,
+            max_batch_items: 1000,
             max_queue_delay: delay,
             queue_capacity: capacity,
             workers: 1,
@@ -96,10 +97,14 @@ fn fixture(capacity: usize, delay: Duration) -> Fixture {
 type Reply = oneshot::Receiver<Result<Ranked, ServeError>>;
 
 fn job(top_k: usize, deadline: Option<Instant>) -> (Job, Reply) {
+    sized_job(top_k, 1, deadline)
+}
+
+fn sized_job(top_k: usize, candidates: usize, deadline: Option<Instant>) -> (Job, Reply) {
     let (tx, rx) = oneshot::channel();
     let job = Job {
         query: vec![0.0],
-        candidates: vec![3],
+        candidates: vec![3; candidates],
         top_k,
         deadline,
         enqueued: Instant::now(),
@@ -229,4 +234,34 @@ fn shutdown_finishes_queued_work() {
     f.sched.submit(j).unwrap();
     f.sched.shutdown();
     assert!(wait(rx).is_ok());
+}
+
+#[test]
+fn batches_stop_at_the_item_budget_and_the_overflow_leads_the_next() {
+    // Budget 1000 rows: 3 x 300 fit; a 400-row request would make 4 x 400.
+    let f = fixture(16, Duration::ZERO);
+    let first = f.occupy_worker();
+    let rxs: Vec<_> = [(1, 300), (2, 300), (3, 300), (4, 400), (5, 100)]
+        .into_iter()
+        .map(|(k, n)| {
+            let (j, rx) = sized_job(k, n, None);
+            f.sched.submit(j).unwrap();
+            rx
+        })
+        .collect();
+    f.release.send(()).unwrap();
+    wait(first).unwrap();
+    for rx in rxs {
+        wait(rx).unwrap();
+    }
+    assert_eq!(f.batches(), vec![vec![GATE], vec![1, 2, 3], vec![4, 5]]);
+}
+
+#[test]
+fn a_request_larger_than_the_budget_still_runs_alone() {
+    let f = fixture(16, Duration::ZERO);
+    let (j, rx) = sized_job(9, 5000, None);
+    f.sched.submit(j).unwrap();
+    wait(rx).unwrap();
+    assert_eq!(f.batches(), vec![vec![9]]);
 }
