@@ -25,6 +25,8 @@ pub enum ArtifactError {
     Authentication { segment: u64 },
     #[error("artifact ends before its final segment (truncated)")]
     Truncated,
+    #[error("artifact sha256 {actual} does not match the recorded {expected}")]
+    Checksum { expected: String, actual: String },
     #[error("bundle pack: {0}")]
     Pack(String),
 }

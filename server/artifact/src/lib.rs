@@ -7,10 +7,13 @@
 //! see [`stream`] for what tampering this detects. Keys come from a [`Keyring`].
 
 pub mod error;
+pub mod file;
 pub mod header;
 pub mod keyring;
+pub mod pack;
 pub mod stream;
 
 pub use error::ArtifactError;
+pub use file::{open_bundle, seal_bundle, Sealed};
 pub use keyring::{Key, Keyring};
 pub use stream::{open, seal, ArtifactReader, ArtifactWriter, DEFAULT_SEGMENT};
