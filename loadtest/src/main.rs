@@ -5,6 +5,7 @@
 //! measured under the same conditions.
 
 mod bench;
+mod crypto;
 
 use clap::{Parser, Subcommand};
 
@@ -19,10 +20,13 @@ struct Cli {
 enum Command {
     /// Bare-engine vs server: latency of single requests and throughput at saturation.
     Bench(bench::BenchArgs),
+    /// Artifact encryption and decryption throughput against bare AES-256-GCM.
+    Crypto(crypto::CryptoArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Bench(args) => bench::run(args),
+        Command::Crypto(args) => crypto::run(args),
     }
 }
