@@ -111,7 +111,7 @@ pub fn sha256_file(path: &Path) -> Result<String, ArtifactError> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-fn sync_dir(path: &Path) -> Result<(), ArtifactError> {
+pub(crate) fn sync_dir(path: &Path) -> Result<(), ArtifactError> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

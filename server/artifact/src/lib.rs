@@ -11,9 +11,11 @@ pub mod file;
 pub mod header;
 pub mod keyring;
 pub mod pack;
+pub mod store;
 pub mod stream;
 
 pub use error::ArtifactError;
 pub use file::{open_bundle, seal_bundle, Sealed};
 pub use keyring::{Key, Keyring};
+pub use store::{Checkout, ModelRecord, ModelRef, RecordState, ScrubResult, Store, StoreError};
 pub use stream::{open, seal, ArtifactReader, ArtifactWriter, DEFAULT_SEGMENT};
