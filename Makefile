@@ -33,7 +33,14 @@ build: venv
 build-debug: venv
 	cargo build --workspace --bins
 
+KEYRING := data/keyring.toml
+
+$(KEYRING):
+	mkdir -p data
+	target/release/rankctl keys generate --out $(KEYRING)
+
 run: model build
+	$(MAKE) --no-print-directory $(KEYRING)
 	@echo
 	@echo "rankd is starting: gRPC on 127.0.0.1:50051, metrics on http://127.0.0.1:9464/metrics"
 	@echo "Query it from another terminal:"
@@ -57,3 +64,4 @@ bench: model build
 clean:
 	cargo clean
 	rm -rf $(BUNDLE) bench-out
+	@echo "data/ (the model store and keyring) is kept; remove it by hand if you mean to"

@@ -9,6 +9,14 @@ pub mod v1 {
     tonic::include_proto!("rankd.v1");
 }
 
+/// `rankd.admin.v1`: the operator API (model store).
+#[allow(clippy::all, clippy::pedantic)]
+pub mod admin {
+    pub mod v1 {
+        tonic::include_proto!("rankd.admin.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every rankd `.proto`, for tonic-reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/rankd_descriptor.bin"));

@@ -27,7 +27,10 @@ pub enum ConfigError {
 pub struct Config {
     /// Stable name of this node, reported in every response.
     pub node_id: String,
+    /// Where the node keeps its encrypted model store.
+    pub data_dir: PathBuf,
     pub server: ServerConfig,
+    pub artifacts: ArtifactsConfig,
     pub model: ModelConfig,
     pub batching: BatchingConfig,
     pub log: LogConfig,
@@ -59,9 +62,24 @@ pub struct ServerConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct ArtifactsConfig {
+    /// Keyring file (mode 0600): the primary key encrypts, any listed key decrypts.
+    pub keyring: PathBuf,
+    /// Plaintext bytes per encrypted segment.
+    pub segment_bytes: u32,
+    /// Seconds between background re-verifications of every stored artifact; 0 disables.
+    pub scrub_interval_s: u64,
+    /// Largest bundle UploadModel accepts.
+    pub max_upload_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// Directory holding manifest.json, model.pt, items.safetensors and golden.json.
-    pub bundle: PathBuf,
+    /// A bundle directory (manifest.json, model.pt, items.safetensors, golden.json) to
+    /// import into the store at startup and activate. Unset: serve the store's active
+    /// version, or nothing until one is uploaded and activated.
+    pub bundle: Option<PathBuf>,
     pub device: DeviceSpec,
     pub precision: Precision,
     /// libtorch intra-op threads; 0 keeps libtorch's default (one per core).
@@ -110,7 +128,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             node_id: "rankd-1".into(),
+            data_dir: PathBuf::from("data"),
             server: ServerConfig::default(),
+            artifacts: ArtifactsConfig::default(),
             model: ModelConfig::default(),
             batching: BatchingConfig::default(),
             log: LogConfig::default(),
@@ -133,10 +153,21 @@ impl Default for ServerConfig {
     }
 }
 
+impl Default for ArtifactsConfig {
+    fn default() -> Self {
+        ArtifactsConfig {
+            keyring: PathBuf::from("keyring.toml"),
+            segment_bytes: 1 << 20,
+            scrub_interval_s: 3600,
+            max_upload_bytes: 16 << 30,
+        }
+    }
+}
+
 impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
-            bundle: PathBuf::from("models/demo"),
+            bundle: None,
             device: DeviceSpec::Auto,
             precision: Precision::Fp32,
             torch_threads: 0,
@@ -246,6 +277,22 @@ impl Config {
                 "batching.max_candidates",
                 format!("must be in 1..={MAX_CANDIDATES}"),
             );
+        }
+        let a = &self.artifacts;
+        if !(4096..=16 << 20).contains(&a.segment_bytes) {
+            return bad(
+                "artifacts.segment_bytes",
+                "must be between 4096 and 16777216".into(),
+            );
+        }
+        if a.max_upload_bytes < 1 << 20 {
+            return bad(
+                "artifacts.max_upload_bytes",
+                "must be at least 1 MiB".into(),
+            );
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return bad("data_dir", "must not be empty".into());
         }
         if self.model.device == DeviceSpec::Cpu && self.model.precision.is_half() {
             return bad(

@@ -1,7 +1,10 @@
 //! Serving errors and the one place they become `tonic::Status`.
 
+use rankd_artifact::{ArtifactError, StoreError};
 use rankd_kernels::{InputError, KernelError};
 use tonic::{Code, Status};
+
+use crate::model::LoadError;
 
 /// Why a Rank call did not produce a ranking.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +27,8 @@ pub enum ServeError {
     DeadlineExpired { stage: &'static str },
     #[error("deadline exceeded while waiting for the model")]
     DeadlineWhileRunning,
+    #[error("no model is active on this node")]
+    NoModel,
     #[error("inference engine is shutting down")]
     EngineStopped,
     #[error("inference failed: {0}")]
@@ -39,7 +44,7 @@ impl ServeError {
             ServeError::DeadlineExpired { .. } | ServeError::DeadlineWhileRunning => {
                 Code::DeadlineExceeded
             }
-            ServeError::EngineStopped => Code::Unavailable,
+            ServeError::EngineStopped | ServeError::NoModel => Code::Unavailable,
             ServeError::Inference(KernelError::Input(_)) => Code::InvalidArgument,
             ServeError::Inference(_) => Code::Internal,
         }
@@ -49,6 +54,80 @@ impl ServeError {
 impl From<ServeError> for Status {
     fn from(e: ServeError) -> Status {
         Status::new(e.code(), e.to_string())
+    }
+}
+
+/// Why an admin call about model versions failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("upload: {0}")]
+    Upload(String),
+    #[error("upload: total_bytes {size} is outside 1..={max}")]
+    TooLarge { size: u64, max: u64 },
+    #[error("{context}: {source}")]
+    Io {
+        context: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Stream(#[from] Status),
+    #[error(transparent)]
+    Load(LoadError),
+}
+
+impl AdminError {
+    pub fn io(context: &'static str) -> impl FnOnce(std::io::Error) -> AdminError {
+        move |source| AdminError::Io { context, source }
+    }
+}
+
+impl From<AdminError> for Status {
+    fn from(e: AdminError) -> Status {
+        let code = match &e {
+            AdminError::Upload(_) => Code::InvalidArgument,
+            AdminError::TooLarge { .. } => Code::OutOfRange,
+            AdminError::Io { source, .. } => io_code(source),
+            AdminError::Stream(s) => return s.clone(),
+            AdminError::Load(l) => load_code(l),
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
+/// A full disk is the operator's to fix, not a server bug.
+fn io_code(e: &std::io::Error) -> Code {
+    if e.raw_os_error() == Some(28) || e.kind() == std::io::ErrorKind::StorageFull {
+        Code::ResourceExhausted
+    } else {
+        Code::Internal
+    }
+}
+
+/// Bundle content problems are the caller's (INVALID_ARGUMENT); tampered or unreadable
+/// artifacts are DATA_LOSS; a key the keyring lacks is FAILED_PRECONDITION.
+pub fn load_code(e: &LoadError) -> Code {
+    match e {
+        LoadError::Kernel(KernelError::Device(_) | KernelError::PrecisionUnsupported { .. }) => {
+            Code::FailedPrecondition
+        }
+        LoadError::Kernel(KernelError::Torch(_) | KernelError::Io { .. }) => Code::Internal,
+        LoadError::Kernel(_) => Code::InvalidArgument,
+        LoadError::Mismatch { .. } => Code::DataLoss,
+        LoadError::Store(s) => match s {
+            StoreError::AlreadyExists { .. } => Code::AlreadyExists,
+            StoreError::NotFound { .. } => Code::NotFound,
+            StoreError::InUse { .. } => Code::FailedPrecondition,
+            StoreError::Quarantined { .. } | StoreError::Manifest { .. } => Code::DataLoss,
+            StoreError::Artifact(a) => match a {
+                ArtifactError::UnknownKey { .. } | ArtifactError::Keyring { .. } => {
+                    Code::FailedPrecondition
+                }
+                ArtifactError::Io { source, .. } => io_code(source),
+                ArtifactError::Pack(_) => Code::InvalidArgument,
+                _ => Code::DataLoss,
+            },
+        },
     }
 }
 

@@ -5,9 +5,12 @@
 //! [`scheduler::Scheduler`] (bounded queue, dynamic batching on dedicated threads) →
 //! `rankd_kernels::Ranker` → response.
 
+pub mod admin;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod metrics;
+pub mod model;
 pub mod node;
 pub mod scheduler;
 pub mod service;

@@ -73,6 +73,12 @@ pub struct Metrics {
     pub model_info: Family<ModelLabels, Gauge>,
     pub model_load_seconds: Gauge<f64, AtomicU64>,
     pub ready: Gauge,
+    pub artifact_verifications: Family<Outcome, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    pub result: &'static str,
 }
 
 impl Metrics {
@@ -151,8 +157,18 @@ impl Metrics {
         );
         let ready = Gauge::default();
         registry.register("ready", "1 while the node reports SERVING", ready.clone());
+        let artifact_verifications = Family::<Outcome, Counter>::default();
+        for result in ["ok", "failed"] {
+            let _ = artifact_verifications.get_or_create(&Outcome { result });
+        }
+        registry.register(
+            "artifact_verifications",
+            "Stored artifacts re-verified by the scrub, by result",
+            artifact_verifications.clone(),
+        );
         Metrics {
             registry,
+            artifact_verifications,
             requests,
             request_duration,
             queue_wait,

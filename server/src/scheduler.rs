@@ -18,11 +18,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
-use rankd_kernels::{KernelError, RankInput, Ranked, Ranker};
+use rankd_kernels::{KernelError, RankInput, Ranked};
 use tokio::sync::oneshot;
 
 use crate::error::ServeError;
 use crate::metrics::Metrics;
+use crate::model::{Loaded, ModelSlot};
 
 /// One request waiting for inference. Inputs are already validated.
 /// How often a worker waiting for a batch to fill re-checks whether calls are still arriving.
@@ -34,7 +35,13 @@ pub struct Job {
     pub top_k: usize,
     pub deadline: Option<Instant>,
     pub enqueued: Instant,
-    pub reply: oneshot::Sender<Result<Ranked, ServeError>>,
+    pub reply: oneshot::Sender<Result<Scored, ServeError>>,
+}
+
+/// A ranking and the model version that produced it.
+pub struct Scored {
+    pub ranked: Ranked,
+    pub model: Arc<Loaded>,
 }
 
 #[derive(Debug, Clone)]
@@ -66,18 +73,14 @@ impl Drop for Arrival {
 }
 
 impl Scheduler {
-    pub fn start(
-        ranker: Arc<dyn Ranker>,
-        cfg: SchedulerConfig,
-        metrics: Arc<Metrics>,
-    ) -> Scheduler {
+    pub fn start(slot: Arc<ModelSlot>, cfg: SchedulerConfig, metrics: Arc<Metrics>) -> Scheduler {
         let (tx, rx) = crossbeam_channel::bounded(cfg.queue_capacity);
         let arrivals = Arc::new(AtomicUsize::new(0));
         let workers = (0..cfg.workers.max(1))
             .map(|i| {
                 let worker = Worker {
                     rx: rx.clone(),
-                    ranker: ranker.clone(),
+                    slot: slot.clone(),
                     arrivals: arrivals.clone(),
                     metrics: metrics.clone(),
                     max_batch: cfg.max_batch_size.max(1),
@@ -135,7 +138,7 @@ impl Scheduler {
 
 struct Worker {
     rx: Receiver<Job>,
-    ranker: Arc<dyn Ranker>,
+    slot: Arc<ModelSlot>,
     arrivals: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
     max_batch: usize,
@@ -216,24 +219,32 @@ impl Worker {
         if live.is_empty() {
             return;
         }
-        match self.rank(&live) {
-            Ok(results) => reply_all(live, results, &self.metrics),
+        // One model for the whole batch, even if an activation swaps the slot meanwhile.
+        let Some(model) = self.slot.current() else {
+            for job in live {
+                let _ = job.reply.send(Err(ServeError::NoModel));
+            }
+            return;
+        };
+        match self.rank(&model, &live) {
+            Ok(results) => reply_all(live, results, &model, &self.metrics),
             // One bad request must not fail its batch-mates: retry each alone.
             Err(_) if live.len() > 1 => {
                 for job in live {
-                    let res = self.rank(std::slice::from_ref(&job));
-                    reply_all(
-                        vec![job],
-                        res.unwrap_or_else(|e| vec![Err(e)]),
-                        &self.metrics,
-                    );
+                    let res = self.rank(&model, std::slice::from_ref(&job));
+                    let res = res.unwrap_or_else(|e| vec![Err(e)]);
+                    reply_all(vec![job], res, &model, &self.metrics);
                 }
             }
-            Err(e) => reply_all(live, vec![Err(e)], &self.metrics),
+            Err(e) => reply_all(live, vec![Err(e)], &model, &self.metrics),
         }
     }
 
-    fn rank(&self, jobs: &[Job]) -> Result<Vec<Result<Ranked, KernelError>>, KernelError> {
+    fn rank(
+        &self,
+        model: &Loaded,
+        jobs: &[Job],
+    ) -> Result<Vec<Result<Ranked, KernelError>>, KernelError> {
         let inputs: Vec<RankInput<'_>> = jobs
             .iter()
             .map(|j| RankInput {
@@ -243,7 +254,7 @@ impl Worker {
             })
             .collect();
         let start = Instant::now();
-        let res = catch_unwind(AssertUnwindSafe(|| self.ranker.rank_batch(&inputs)))
+        let res = catch_unwind(AssertUnwindSafe(|| model.ranker.rank_batch(&inputs)))
             .unwrap_or_else(|_| Err(KernelError::Torch("inference panicked".into())));
         self.metrics
             .inference
@@ -254,11 +265,19 @@ impl Worker {
     }
 }
 
-fn reply_all(jobs: Vec<Job>, results: Vec<Result<Ranked, KernelError>>, metrics: &Metrics) {
+fn reply_all(
+    jobs: Vec<Job>,
+    results: Vec<Result<Ranked, KernelError>>,
+    model: &Arc<Loaded>,
+    metrics: &Metrics,
+) {
     let mut results = results.into_iter();
     for job in jobs {
         let res = match results.next() {
-            Some(Ok(r)) => Ok(r),
+            Some(Ok(ranked)) => Ok(Scored {
+                ranked,
+                model: model.clone(),
+            }),
             Some(Err(e)) => {
                 metrics.inference_errors.inc();
                 tracing::warn!(error = %e, "inference failed");

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use rankd_kernels::{validate, ModelInfo, RankInput};
+use rankd_kernels::{validate, RankInput};
 use rankd_proto::v1::ranker_server::Ranker;
 use rankd_proto::v1::{Fence, RankRequest, RankResponse, ScoredItem};
 use tokio::sync::oneshot;
@@ -14,12 +14,13 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::error::ServeError;
-use crate::scheduler::{Job, Scheduler};
+use crate::model::ModelSlot;
+use crate::scheduler::{Job, Scheduler, Scored};
 use crate::stack::Deadline;
 
 pub struct RankService {
     scheduler: Arc<Scheduler>,
-    model: ModelInfo,
+    slot: Arc<ModelSlot>,
     node_id: String,
     max_candidates: usize,
     next_id: AtomicU64,
@@ -28,13 +29,13 @@ pub struct RankService {
 impl RankService {
     pub fn new(
         scheduler: Arc<Scheduler>,
-        model: ModelInfo,
+        slot: Arc<ModelSlot>,
         node_id: String,
         max_candidates: usize,
     ) -> Self {
         RankService {
             scheduler,
-            model,
+            slot,
             node_id,
             max_candidates,
             next_id: AtomicU64::new(1),
@@ -55,7 +56,8 @@ impl RankService {
             candidates: &req.candidate_ids,
             top_k: req.top_k as usize,
         };
-        validate(&self.model, &input)?;
+        let model = self.slot.current().ok_or(ServeError::NoModel)?;
+        validate(&model.info, &input)?;
         find_duplicate(input.candidates)
     }
 
@@ -83,18 +85,24 @@ impl Ranker for RankService {
         async move {
             let result = self.rank_inner(req, deadline, arrival).await;
             match &result {
-                Ok(items) => tracing::debug!(returned = items.len(), "ranked"),
+                Ok(s) => tracing::debug!(returned = s.ranked.ids.len(), version = %s.model.info.version, "ranked"),
                 Err(e) => tracing::info!(error = %e, "rank refused"),
             }
-            let items = result?;
+            let Scored { ranked, model } = result?;
+            let items = ranked
+                .ids
+                .into_iter()
+                .zip(ranked.scores)
+                .map(|(id, score)| ScoredItem { id, score })
+                .collect();
             Ok(Response::new(RankResponse {
                 request_id,
                 items,
-                model_name: self.model.name.clone(),
-                model_version: self.model.version.clone(),
+                model_name: model.info.name.clone(),
+                model_version: model.info.version.clone(),
                 node_id: self.node_id.clone(),
                 fence: Some(Fence {
-                    model_version: self.model.version.clone(),
+                    model_version: model.info.version.clone(),
                     term: 0,
                     index: 0,
                 }),
@@ -111,7 +119,7 @@ impl RankService {
         req: RankRequest,
         deadline: Option<Instant>,
         arrival: crate::scheduler::Arrival,
-    ) -> Result<Vec<ScoredItem>, ServeError> {
+    ) -> Result<Scored, ServeError> {
         self.check(&req)?;
         let (tx, rx) = oneshot::channel();
         // Stop counting as "arriving" just before enqueueing: a worker that wakes for this
@@ -125,13 +133,7 @@ impl RankService {
             enqueued: Instant::now(),
             reply: tx,
         })?;
-        let ranked = rx.await.map_err(|_| ServeError::EngineStopped)??;
-        Ok(ranked
-            .ids
-            .into_iter()
-            .zip(ranked.scores)
-            .map(|(id, score)| ScoredItem { id, score })
-            .collect())
+        rx.await.map_err(|_| ServeError::EngineStopped)?
     }
 }
 

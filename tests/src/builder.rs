@@ -199,8 +199,20 @@ impl NodeBuilder {
             .prefix("rankd-test-")
             .tempdir()
             .expect("creating a temporary directory");
+        // Every node keeps an encrypted store: give it a private data directory and its own
+        // keyring unless the test chose them.
+        let mut settings = self.clone();
+        if !self.settings.contains_key("artifacts.keyring") {
+            let keyring = dir.path().join("keyring.toml");
+            write_keyring(&keyring, "test-key");
+            settings = settings.set_str("artifacts.keyring", &keyring.display().to_string());
+        }
+        if !self.settings.contains_key("data_dir") {
+            let data = dir.path().join("data");
+            settings = settings.set_str("data_dir", &data.display().to_string());
+        }
         let path = dir.path().join("rankd.toml");
-        std::fs::write(&path, self.render_toml()).expect("writing the node's config file");
+        std::fs::write(&path, settings.render_toml()).expect("writing the node's config file");
         (dir, path)
     }
 
@@ -237,6 +249,38 @@ fn scrub_env(cmd: &mut Command) {
             cmd.env_remove(&key);
         }
     }
+}
+
+/// Writes a keyring (mode 0600) holding one fresh key named `id`, primary.
+pub fn write_keyring(path: &Path, id: &str) {
+    use sha2::Digest;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    // Test keys need only be distinct, not secret.
+    let seed = format!(
+        "{}-{}-{nanos}-{}",
+        std::process::id(),
+        id,
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    let key = hex::encode(sha2::Sha256::digest(seed.as_bytes()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .expect("creating a keyring");
+    write!(
+        f,
+        "primary = \"{id}\"\n[[keys]]\nid = \"{id}\"\nkey = \"{key}\"\n"
+    )
+    .expect("writing a keyring");
 }
 
 /// A TOML basic string. JSON string escapes are a subset of TOML's.

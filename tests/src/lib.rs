@@ -35,12 +35,13 @@ mod metrics;
 mod node;
 mod paths;
 mod raw;
+mod upload;
 
 use std::future::Future;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-pub use builder::{run_rankd, NodeBuilder, ProcessOutput, StartFailure};
+pub use builder::{run_rankd, write_keyring, NodeBuilder, ProcessOutput, StartFailure};
 pub use bundle::{
     copy_bundle, example_query, golden_set, manifest, rewrite_manifest, sha256_hex, update_sha,
     ExampleQuery, GoldenCase, GoldenSet,
@@ -49,6 +50,7 @@ pub use metrics::{http_get, HttpResponse, MetricsSnapshot};
 pub use node::Node;
 pub use paths::{bundle_dir, rankd_bin, test_device, workspace_root};
 pub use raw::{raw_rank_client, RawH2};
+pub use upload::{pack_bundle, upload_dir, upload_messages};
 
 pub use rankd_proto::v1::{RankRequest, RankResponse, ScoredItem};
 pub use tonic_health::pb::health_check_response::ServingStatus;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use rankd_proto::admin::v1::admin_client::AdminClient;
 use rankd_proto::v1::ranker_client::RankerClient;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -135,6 +136,11 @@ impl Node {
             .connect()
             .await
             .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.endpoint()))
+    }
+
+    /// An Admin (model store) client on a fresh connection.
+    pub async fn admin_client(&self) -> AdminClient<Channel> {
+        AdminClient::new(self.channel().await)
     }
 
     /// A Rank client on a fresh connection.

@@ -43,6 +43,8 @@ pub enum StoreError {
     NotFound { name: String, version: String },
     #[error("{name} version {version} is quarantined: its artifact failed verification")]
     Quarantined { name: String, version: String },
+    #[error("{name} version {version} is active or previous and cannot be removed")]
+    InUse { name: String, version: String },
     #[error("store manifest {path}: {reason}")]
     Manifest { path: PathBuf, reason: String },
 }
@@ -246,6 +248,38 @@ impl Store {
         m.models.push(record.clone());
         self.persist(&m)?;
         Ok(record)
+    }
+
+    /// Deletes a version that is neither active nor previous (e.g. one that failed
+    /// validation right after it was stored).
+    pub fn remove(&self, name: &str, version: &str) -> Result<(), StoreError> {
+        let mut m = self.lock();
+        let is = |r: &Option<ModelRef>| {
+            r.as_ref()
+                .is_some_and(|r| r.name == name && r.version == version)
+        };
+        if is(&m.active) || is(&m.previous) {
+            return Err(StoreError::InUse {
+                name: name.into(),
+                version: version.into(),
+            });
+        }
+        let Some(pos) = m
+            .models
+            .iter()
+            .position(|r| r.name == name && r.version == version)
+        else {
+            return Err(StoreError::NotFound {
+                name: name.into(),
+                version: version.into(),
+            });
+        };
+        let record = m.models.remove(pos);
+        self.persist(&m)?;
+        // The record is gone first: a crash here leaves an unreferenced file, never a
+        // record without its file.
+        let _ = fs::remove_file(self.artifact_path(&record.sha256));
+        Ok(())
     }
 
     pub fn list(&self) -> Vec<ModelRecord> {

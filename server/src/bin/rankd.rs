@@ -143,7 +143,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(rankd_server::run(cfg, shutdown_signal())) {
+    let served = runtime.block_on(async {
+        match shutdown_signal() {
+            Ok(signal) => Some(rankd_server::run(cfg, signal).await),
+            Err(e) => {
+                eprintln!("rankd: cannot listen for SIGTERM: {e}");
+                None
+            }
+        }
+    });
+    let Some(served) = served else {
+        return ExitCode::FAILURE;
+    };
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: libtorch's multi-line messages were already cut to their first line.
@@ -153,21 +165,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+/// Registers for SIGTERM and Ctrl-C now (so a signal arriving right after startup is not
+/// lost to the default action) and returns a future that resolves on either.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    };
-    tokio::select! {
-        () = term => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    })
 }

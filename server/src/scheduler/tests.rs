@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use rankd_kernels::{ModelInfo, Precision};
+use rankd_kernels::{ModelInfo, Precision, Ranker};
 
 use super::*;
 
@@ -75,8 +75,10 @@ fn fixture(capacity: usize, delay: Duration) -> Fixture {
         gate: Mutex::new(Some(gate)),
         entered: Mutex::new(Some(entered_tx)),
     });
+    let slot = Arc::new(ModelSlot::new());
+    slot.install(Arc::new(Loaded::new(ranker.clone(), 0.0)));
     let sched = Scheduler::start(
-        ranker.clone(),
+        slot,
         SchedulerConfig {
             max_batch_size: 8,
             max_batch_items: 1000,
@@ -94,7 +96,7 @@ fn fixture(capacity: usize, delay: Duration) -> Fixture {
     }
 }
 
-type Reply = oneshot::Receiver<Result<Ranked, ServeError>>;
+type Reply = oneshot::Receiver<Result<Scored, ServeError>>;
 
 fn job(top_k: usize, deadline: Option<Instant>) -> (Job, Reply) {
     sized_job(top_k, 1, deadline)
@@ -114,7 +116,9 @@ fn sized_job(top_k: usize, candidates: usize, deadline: Option<Instant>) -> (Job
 }
 
 fn wait(rx: Reply) -> Result<Ranked, ServeError> {
-    rx.blocking_recv().expect("the scheduler always replies")
+    rx.blocking_recv()
+        .expect("the scheduler always replies")
+        .map(|s| s.ranked)
 }
 
 impl Fixture {
@@ -264,4 +268,22 @@ fn a_request_larger_than_the_budget_still_runs_alone() {
     f.sched.submit(j).unwrap();
     wait(rx).unwrap();
     assert_eq!(f.batches(), vec![vec![9]]);
+}
+
+#[test]
+fn without_an_active_model_requests_are_refused_not_dropped() {
+    let sched = Scheduler::start(
+        Arc::new(ModelSlot::new()),
+        SchedulerConfig {
+            max_batch_size: 8,
+            max_batch_items: 1000,
+            max_queue_delay: Duration::ZERO,
+            queue_capacity: 4,
+            workers: 1,
+        },
+        Arc::new(Metrics::new()),
+    );
+    let (j, rx) = job(1, None);
+    sched.submit(j).unwrap();
+    assert!(matches!(wait(rx), Err(ServeError::NoModel)));
 }

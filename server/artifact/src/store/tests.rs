@@ -148,3 +148,21 @@ fn leftover_staging_is_cleared_on_open() {
         0
     );
 }
+
+#[test]
+fn removing_keeps_active_and_previous_versions() {
+    let data = tempfile::tempdir().unwrap();
+    let s = store(data.path());
+    for v in ["1", "2", "3"] {
+        s.put(bundle(v.as_bytes()).path(), FILES, "m", v, "x")
+            .unwrap();
+    }
+    s.set_active("m", "1").unwrap();
+    s.set_active("m", "2").unwrap();
+    assert!(matches!(s.remove("m", "1"), Err(StoreError::InUse { .. })));
+    assert!(matches!(s.remove("m", "2"), Err(StoreError::InUse { .. })));
+    let gone = s.get("m", "3").unwrap();
+    s.remove("m", "3").unwrap();
+    assert!(s.get("m", "3").is_none());
+    assert!(!data.path().join("artifacts").join(gone.sha256).exists());
+}

@@ -1,5 +1,8 @@
 //! `rankctl`: the operator's command line for a rankd node.
 
+mod keys;
+mod models;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -26,6 +29,43 @@ enum Command {
     Health {
         #[arg(long, default_value = "http://127.0.0.1:50051")]
         addr: String,
+    },
+    /// Upload a bundle directory; the node validates it and stores it encrypted.
+    Upload {
+        bundle: PathBuf,
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        addr: String,
+        /// Recorded with the version.
+        #[arg(long, env = "USER", default_value = "unknown")]
+        uploaded_by: String,
+    },
+    /// List the versions in a node's store.
+    Models {
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        addr: String,
+    },
+    /// Load a stored version and switch serving to it.
+    Activate {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        version: String,
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        addr: String,
+    },
+    /// Keyring management.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Write a new keyring (mode 0600) with one random 256-bit primary key.
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "primary")]
+        id: String,
     },
 }
 
@@ -66,6 +106,18 @@ async fn main() {
     let res = match cli.command {
         Command::Rank(args) => rank(args).await,
         Command::Health { addr } => health(addr).await,
+        Command::Upload {
+            bundle,
+            addr,
+            uploaded_by,
+        } => models::upload(&addr, &bundle, &uploaded_by).await,
+        Command::Models { addr } => models::list(&addr).await,
+        Command::Activate {
+            name,
+            version,
+            addr,
+        } => models::activate(&addr, &name, &version).await,
+        Command::Keys(KeysCommand::Generate { out, id }) => keys::generate(&out, &id),
     };
     if let Err(e) = res {
         eprintln!("rankctl: {e:#}");

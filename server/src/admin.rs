@@ -1,0 +1,237 @@
+//! `rankd.admin.v1.Admin`: upload, list, inspect and activate model versions in the
+//! node's encrypted store.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rankd_artifact::pack::{unpack, UnpackLimits};
+use rankd_artifact::{ModelRecord, RecordState, Store};
+use rankd_kernels::EngineConfig;
+use rankd_proto::admin::v1 as pb;
+use rankd_proto::admin::v1::admin_server::Admin;
+use rankd_proto::admin::v1::upload_model_request::Part;
+use tokio::io::AsyncWriteExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::AdminError;
+use crate::health::Readiness;
+use crate::metrics::{Metrics, ModelLabels};
+use crate::model::{load_stored, store_and_validate, Loaded, ModelSlot};
+
+pub struct AdminService {
+    pub store: Arc<Store>,
+    pub slot: Arc<ModelSlot>,
+    pub engine: EngineConfig,
+    pub readiness: Readiness,
+    pub metrics: Arc<Metrics>,
+    pub max_upload_bytes: u64,
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn upload_model(
+        &self,
+        request: Request<Streaming<pb::UploadModelRequest>>,
+    ) -> Result<Response<pb::UploadModelResponse>, Status> {
+        let record = self.upload(request.into_inner()).await.map_err(|e| {
+            tracing::warn!(error = %e, "upload refused");
+            Status::from(e)
+        })?;
+        tracing::info!(name = %record.name, version = %record.version, sha256 = %record.sha256, "model stored");
+        Ok(Response::new(pb::UploadModelResponse {
+            model: Some(self.to_proto(&record)),
+        }))
+    }
+
+    async fn list_models(
+        &self,
+        _: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        let models = self.store.list().iter().map(|r| self.to_proto(r)).collect();
+        Ok(Response::new(pb::ListModelsResponse { models }))
+    }
+
+    async fn get_model(
+        &self,
+        request: Request<pb::GetModelRequest>,
+    ) -> Result<Response<pb::ModelRecord>, Status> {
+        let req = request.into_inner();
+        let record = self.store.get(&req.name, &req.version).ok_or_else(|| {
+            Status::not_found(format!(
+                "{} version {} is not in the store",
+                req.name, req.version
+            ))
+        })?;
+        Ok(Response::new(self.to_proto(&record)))
+    }
+
+    async fn activate_model(
+        &self,
+        request: Request<pb::ActivateModelRequest>,
+    ) -> Result<Response<pb::ActivateModelResponse>, Status> {
+        let req = request.into_inner();
+        let (store, engine) = (self.store.clone(), self.engine.clone());
+        let (name, version) = (req.name.clone(), req.version.clone());
+        let loaded =
+            tokio::task::spawn_blocking(move || load_stored(&store, &name, &version, &engine))
+                .await
+                .map_err(|e| Status::internal(format!("model loading thread failed: {e}")))?
+                .map_err(|e| Status::from(AdminError::Load(e)))?;
+        let load_seconds = loaded.load_seconds;
+        self.store
+            .set_active(&req.name, &req.version)
+            .map_err(|e| Status::from(AdminError::Load(e.into())))?;
+        install(&self.slot, &self.metrics, loaded);
+        self.readiness.set(true).await;
+        tracing::info!(name = %req.name, version = %req.version, load_seconds, "model activated");
+        let record = self
+            .store
+            .get(&req.name, &req.version)
+            .map(|r| self.to_proto(&r));
+        Ok(Response::new(pb::ActivateModelResponse {
+            model: record,
+            load_seconds,
+        }))
+    }
+}
+
+impl AdminService {
+    async fn upload(
+        &self,
+        mut stream: Streaming<pb::UploadModelRequest>,
+    ) -> Result<ModelRecord, AdminError> {
+        let meta = match stream.message().await? {
+            Some(pb::UploadModelRequest {
+                part: Some(Part::Metadata(m)),
+            }) => m,
+            _ => {
+                return Err(AdminError::Upload(
+                    "the first message must carry the metadata".into(),
+                ))
+            }
+        };
+        if meta.name.is_empty() || meta.version.is_empty() {
+            return Err(AdminError::Upload(
+                "metadata: name and version are required".into(),
+            ));
+        }
+        if meta.total_bytes == 0 || meta.total_bytes > self.max_upload_bytes {
+            return Err(AdminError::TooLarge {
+                size: meta.total_bytes,
+                max: self.max_upload_bytes,
+            });
+        }
+        // Everything lands under a staging directory that is removed on every exit path,
+        // so an aborted or refused upload leaves nothing behind.
+        let staging = self
+            .store
+            .staging("upload")
+            .map_err(|e| AdminError::Load(e.into()))?;
+        let packed = staging.path().join("bundle.tar");
+        let mut file = tokio::fs::File::create(&packed)
+            .await
+            .map_err(AdminError::io("staging the upload"))?;
+        let mut received = 0u64;
+        while let Some(msg) = stream.message().await? {
+            let Some(Part::Chunk(chunk)) = msg.part else {
+                return Err(AdminError::Upload("metadata may only come first".into()));
+            };
+            received += chunk.len() as u64;
+            if received > meta.total_bytes {
+                return Err(AdminError::Upload(format!(
+                    "received more than the announced total_bytes {}",
+                    meta.total_bytes
+                )));
+            }
+            file.write_all(&chunk)
+                .await
+                .map_err(AdminError::io("staging the upload"))?;
+        }
+        if received != meta.total_bytes {
+            return Err(AdminError::Upload(format!(
+                "upload truncated: received {received} of {} bytes",
+                meta.total_bytes
+            )));
+        }
+        file.sync_all()
+            .await
+            .map_err(AdminError::io("staging the upload"))?;
+        drop(file);
+
+        let (store, engine) = (self.store.clone(), self.engine.clone());
+        let who = if meta.uploaded_by.is_empty() {
+            "unknown".to_string()
+        } else {
+            meta.uploaded_by.clone()
+        };
+        let stage_dir = staging.path().to_path_buf();
+        let (record, _validated) = tokio::task::spawn_blocking(move || -> Result<_, AdminError> {
+            let dir = stage_dir.join("bundle");
+            std::fs::create_dir(&dir).map_err(AdminError::io("staging the upload"))?;
+            unpack_tar(&packed, &dir)?;
+            let bundle =
+                rankd_kernels::Bundle::open(&dir).map_err(|e| AdminError::Load(e.into()))?;
+            if bundle.manifest.name != meta.name || bundle.manifest.version != meta.version {
+                return Err(AdminError::Upload(format!(
+                    "metadata names {} version {}, but the bundle's manifest says {} version {}",
+                    meta.name, meta.version, bundle.manifest.name, bundle.manifest.version
+                )));
+            }
+            store_and_validate(&store, &dir, &who, &engine).map_err(AdminError::Load)
+        })
+        .await
+        .map_err(|e| AdminError::Upload(format!("validation thread failed: {e}")))??;
+        drop(staging);
+        Ok(record)
+    }
+
+    fn to_proto(&self, r: &ModelRecord) -> pb::ModelRecord {
+        let is = |m: Option<rankd_artifact::ModelRef>| {
+            m.is_some_and(|m| m.name == r.name && m.version == r.version)
+        };
+        pb::ModelRecord {
+            name: r.name.clone(),
+            version: r.version.clone(),
+            sha256: r.sha256.clone(),
+            plaintext_sha256: r.plaintext_sha256.clone(),
+            size: r.size,
+            key_id: r.key_id.clone(),
+            uploaded_by: r.uploaded_by.clone(),
+            uploaded_at: r.uploaded_at,
+            state: match r.state {
+                RecordState::Ready => "ready".into(),
+                RecordState::Quarantined => "quarantined".into(),
+            },
+            active: is(self.store.active()),
+            previous: is(self.store.previous()),
+        }
+    }
+}
+
+fn unpack_tar(packed: &Path, dir: &Path) -> Result<(), AdminError> {
+    let file = std::fs::File::open(packed).map_err(AdminError::io("reading the staged upload"))?;
+    let limits = UnpackLimits {
+        max_files: 16,
+        max_total_bytes: u64::MAX,
+    };
+    unpack(std::io::BufReader::new(file), dir, limits)
+        .map(|_| ())
+        .map_err(|e| AdminError::Upload(format!("not a packed bundle: {e}")))
+}
+
+/// Switches serving to `loaded` and updates the model series.
+pub fn install(slot: &ModelSlot, metrics: &Metrics, loaded: Loaded) {
+    metrics.model_info.clear();
+    let info = &loaded.info;
+    metrics
+        .model_info
+        .get_or_create(&ModelLabels {
+            name: info.name.clone(),
+            version: info.version.clone(),
+            device: info.device.clone(),
+            precision: info.precision.to_string(),
+        })
+        .set(1);
+    metrics.model_load_seconds.set(loaded.load_seconds);
+    slot.install(Arc::new(loaded));
+}

@@ -1,0 +1,43 @@
+//! Readiness as probes see it: grpc.health.v1 for the node (`""`) and the Ranker service,
+//! mirrored in the `rankd_ready` metric.
+
+use std::sync::Arc;
+
+use rankd_proto::v1::ranker_server::RankerServer;
+use tonic_health::server::HealthReporter;
+
+use crate::metrics::Metrics;
+use crate::service::RankService;
+
+pub const RANKER_SERVICE: &str = <RankerServer<RankService> as tonic::server::NamedService>::NAME;
+
+#[derive(Clone)]
+pub struct Readiness {
+    reporter: HealthReporter,
+    metrics: Arc<Metrics>,
+}
+
+impl Readiness {
+    pub fn new(reporter: HealthReporter, metrics: Arc<Metrics>) -> Readiness {
+        Readiness { reporter, metrics }
+    }
+
+    pub async fn set(&self, serving: bool) {
+        let status = if serving {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        self.reporter.set_service_status("", status).await;
+        self.reporter
+            .set_service_status(RANKER_SERVICE, status)
+            .await;
+        self.metrics.ready.set(i64::from(serving));
+    }
+
+    /// Ends every Watch stream (before shutdown, so watchers do not hold it up).
+    pub async fn clear(&mut self) {
+        self.reporter.clear_service_status("").await;
+        self.reporter.clear_service_status(RANKER_SERVICE).await;
+    }
+}

@@ -1,0 +1,125 @@
+//! The active model and how versions get there.
+//!
+//! [`ModelSlot`] holds the model serving requests and the one before it. Activation loads
+//! the new version completely (verify, decrypt, load, warm up, golden set) before the
+//! switch, which is a pointer swap: requests already batched finish on the model they
+//! started with, and the previous model stays loaded so switching back is instant.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use rankd_artifact::{ModelRecord, Store, StoreError};
+use rankd_kernels::bundle::MANIFEST_FILE;
+use rankd_kernels::{Bundle, EngineConfig, KernelError, ModelInfo, Ranker, TorchRanker};
+
+/// Why a version could not be stored or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error("the artifact holds {found}, but the store recorded {expected}")]
+    Mismatch { expected: String, found: String },
+}
+
+/// A loaded, validated model version.
+pub struct Loaded {
+    pub ranker: Arc<dyn Ranker>,
+    pub info: ModelInfo,
+    pub load_seconds: f64,
+}
+
+impl Loaded {
+    pub fn new(ranker: Arc<dyn Ranker>, load_seconds: f64) -> Loaded {
+        let info = ranker.info().clone();
+        Loaded {
+            ranker,
+            info,
+            load_seconds,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct ModelSlot {
+    current: RwLock<Option<Arc<Loaded>>>,
+    previous: RwLock<Option<Arc<Loaded>>>,
+}
+
+impl ModelSlot {
+    pub fn new() -> ModelSlot {
+        ModelSlot::default()
+    }
+
+    pub fn current(&self) -> Option<Arc<Loaded>> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Makes `model` the serving model; the one it replaces stays loaded as previous.
+    pub fn install(&self, model: Arc<Loaded>) {
+        let old = self
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(model);
+        if let Some(old) = old {
+            *self.previous.write().unwrap_or_else(|p| p.into_inner()) = Some(old);
+        }
+    }
+}
+
+/// Verifies, decrypts and loads a stored version. The plaintext lives only for the call.
+pub fn load_stored(
+    store: &Store,
+    name: &str,
+    version: &str,
+    engine: &EngineConfig,
+) -> Result<Loaded, LoadError> {
+    let start = Instant::now();
+    let checkout = store.checkout(name, version)?;
+    let bundle = Bundle::open(checkout.dir())?;
+    let m = &bundle.manifest;
+    if m.name != name || m.version != version {
+        return Err(LoadError::Mismatch {
+            expected: format!("{name} version {version}"),
+            found: format!("{} version {}", m.name, m.version),
+        });
+    }
+    let (ranker, _) = TorchRanker::load(&bundle, engine)?;
+    Ok(Loaded::new(Arc::new(ranker), start.elapsed().as_secs_f64()))
+}
+
+/// Seals the bundle in `dir` into the store and proves it loads from the store (checksums,
+/// decryption, golden set). A bundle that fails is removed again, so nothing unservable
+/// is ever kept. Returns the record and the loaded model.
+pub fn store_and_validate(
+    store: &Store,
+    dir: &Path,
+    uploaded_by: &str,
+    engine: &EngineConfig,
+) -> Result<(ModelRecord, Loaded), LoadError> {
+    // Checks the manifest and every file's checksum before anything is sealed.
+    let bundle = Bundle::open(dir)?;
+    let (name, version) = (
+        bundle.manifest.name.clone(),
+        bundle.manifest.version.clone(),
+    );
+    let mut files: Vec<&str> = vec![MANIFEST_FILE];
+    files.extend(bundle.manifest.files.keys().map(String::as_str));
+    let existed = store.get(&name, &version).is_some();
+    let record = store.put(dir, &files, &name, &version, uploaded_by)?;
+    match load_stored(store, &name, &version, engine) {
+        Ok(loaded) => Ok((record, loaded)),
+        Err(e) => {
+            if !existed {
+                let _ = store.remove(&name, &version);
+            }
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! The encrypted model store through the Admin API and across restarts: upload, list,
+//! activate; truncated uploads, conflicting versions, failing golden sets, tampered
+//! artifacts and wrong keys.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rankd_proto::admin::v1::{ActivateModelRequest, ListModelsRequest};
+use rankd_tests::{
+    bundle_dir, copy_bundle, example_query, init, pack_bundle, rank_request, rewrite_manifest,
+    update_sha, upload_dir, upload_messages, wait_until, write_keyring, NodeBuilder, ServingStatus,
+};
+use tonic::Code;
+
+/// A data directory and keyring that outlive one node, for restart tests.
+struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    fn new() -> Site {
+        let site = Site {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        write_keyring(&site.keyring(), "site-key");
+        site
+    }
+    fn keyring(&self) -> PathBuf {
+        self.dir.path().join("keyring.toml")
+    }
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+    /// A node on this site, with no bundle configured (it serves what the store holds).
+    fn node(&self) -> NodeBuilder {
+        NodeBuilder::new()
+            .unset("model.bundle")
+            .set_str("data_dir", &self.data().display().to_string())
+            .set_str("artifacts.keyring", &self.keyring().display().to_string())
+    }
+    fn staging_is_empty(&self) -> bool {
+        std::fs::read_dir(self.data().join("staging"))
+            .map(|d| d.count() == 0)
+            .unwrap_or(true)
+    }
+    fn artifact_files(&self) -> usize {
+        std::fs::read_dir(self.data().join("artifacts"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+/// A copy of the demo bundle relabelled as `version`.
+fn bundle_version(dst: &Path, version: &str) {
+    copy_bundle(dst);
+    rewrite_manifest(dst, |m| m["version"] = version.into());
+}
+
+#[tokio::test]
+async fn upload_then_activate_switches_serving_to_the_stored_version() {
+    init();
+    let site = Site::new();
+    let node = site.node().start().await;
+    tracing::info!("--- an empty store serves nothing");
+    assert_eq!(node.health("").await, ServingStatus::NotServing);
+    let q = example_query();
+    let err = node
+        .rank_client()
+        .await
+        .rank(rank_request(&q.query, &q.candidates, 5))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+
+    tracing::info!("--- upload version 7");
+    let v7 = tempfile::tempdir().unwrap();
+    bundle_version(v7.path(), "7");
+    let mut admin = node.admin_client().await;
+    let rec = upload_dir(&mut admin, v7.path())
+        .await
+        .unwrap()
+        .model
+        .unwrap();
+    assert_eq!(
+        (rec.name.as_str(), rec.version.as_str(), rec.state.as_str()),
+        ("demo-ranker", "7", "ready")
+    );
+    assert_eq!(rec.key_id, "site-key");
+    assert_eq!(rec.sha256.len(), 64);
+    assert!(!rec.active);
+    assert!(site.staging_is_empty());
+    let listed = admin
+        .list_models(ListModelsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .models;
+    assert_eq!(listed.len(), 1);
+
+    tracing::info!("--- activate it");
+    let act = admin
+        .activate_model(ActivateModelRequest {
+            name: "demo-ranker".into(),
+            version: "7".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(act.model.unwrap().active);
+    wait_until("SERVING", Duration::from_secs(10), || async {
+        node.health("").await == ServingStatus::Serving
+    })
+    .await;
+    let resp = node
+        .rank_client()
+        .await
+        .rank(rank_request(&q.query, &q.candidates, 5))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.model_version, "7");
+    assert_eq!(resp.items.len(), 5);
+    assert!(
+        site.staging_is_empty(),
+        "decrypted plaintext was left in staging"
+    );
+}
+
+#[tokio::test]
+async fn a_truncated_or_abandoned_upload_leaves_nothing() {
+    init();
+    let site = Site::new();
+    let node = site.node().start().await;
+    let mut admin = node.admin_client().await;
+    let body = pack_bundle(&bundle_dir());
+
+    tracing::info!("--- the stream ends before total_bytes arrive");
+    let short = &body[..body.len() / 2];
+    let msgs = upload_messages("demo-ranker", "1", body.len() as u64, short);
+    let err = admin
+        .upload_model(futures::stream::iter(msgs))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("upload truncated"),
+        "{}",
+        err.message()
+    );
+
+    tracing::info!("--- the client goes away mid-stream");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let call = {
+        let mut admin = node.admin_client().await;
+        tokio::spawn(async move {
+            admin
+                .upload_model(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+        })
+    };
+    for m in upload_messages("demo-ranker", "1", body.len() as u64, &body[..1 << 20]) {
+        tx.send(m).await.unwrap();
+    }
+    call.abort();
+    drop(tx);
+
+    tracing::info!("--- more bytes than announced");
+    let msgs = upload_messages("demo-ranker", "1", 10, &body[..1000]);
+    let err = admin
+        .upload_model(futures::stream::iter(msgs))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+
+    wait_until("staging to empty", Duration::from_secs(10), || async {
+        site.staging_is_empty()
+    })
+    .await;
+    assert!(admin
+        .list_models(ListModelsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .models
+        .is_empty());
+    assert_eq!(site.artifact_files(), 0);
+
+    tracing::info!("--- a complete upload still works afterwards");
+    upload_dir(&mut admin, &bundle_dir()).await.unwrap();
+}
+
+#[tokio::test]
+async fn other_content_under_a_stored_version_is_already_exists() {
+    init();
+    let site = Site::new();
+    let node = site.node().start().await;
+    let mut admin = node.admin_client().await;
+    upload_dir(&mut admin, &bundle_dir()).await.unwrap();
+    tracing::info!("--- the same bundle again is accepted as the same version");
+    upload_dir(&mut admin, &bundle_dir()).await.unwrap();
+
+    tracing::info!("--- same name and version, different golden file");
+    let other = tempfile::tempdir().unwrap();
+    copy_bundle(other.path());
+    let golden = other.path().join("golden.json");
+    let mut g: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&golden).unwrap()).unwrap();
+    g["cases"].as_array_mut().unwrap().pop();
+    std::fs::write(&golden, serde_json::to_vec(&g).unwrap()).unwrap();
+    update_sha(other.path(), "golden.json");
+    let err = upload_dir(&mut admin, other.path()).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    assert_eq!(site.artifact_files(), 1);
+}
+
+#[tokio::test]
+async fn a_bundle_failing_its_golden_set_is_rejected_and_not_stored() {
+    init();
+    let site = Site::new();
+    let node = site.node().start().await;
+    let bad = tempfile::tempdir().unwrap();
+    bundle_version(bad.path(), "9");
+    let golden = bad.path().join("golden.json");
+    let mut g: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&golden).unwrap()).unwrap();
+    let ids = g["cases"][0]["expected_ids"].as_array_mut().unwrap();
+    ids.swap(0, 4);
+    std::fs::write(&golden, serde_json::to_vec(&g).unwrap()).unwrap();
+    update_sha(bad.path(), "golden.json");
+
+    let mut admin = node.admin_client().await;
+    let err = upload_dir(&mut admin, bad.path()).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("golden set case 0"),
+        "{}",
+        err.message()
+    );
+    assert!(admin
+        .list_models(ListModelsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .models
+        .is_empty());
+    assert_eq!(site.artifact_files(), 0);
+    assert!(site.staging_is_empty());
+}
+
+#[tokio::test]
+async fn a_tampered_artifact_is_caught_at_activation_and_at_restart() {
+    init();
+    let site = Site::new();
+    tracing::info!("--- store and activate the bundle through model.bundle");
+    let mut node = site.node().bundle(&bundle_dir()).start().await;
+    let rec = node
+        .admin_client()
+        .await
+        .list_models(ListModelsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .models
+        .remove(0);
+    assert!(rec.active);
+    node.sigterm();
+    assert!(node.wait_exit(Duration::from_secs(30)).await.success());
+
+    tracing::info!("--- flip one byte of the artifact on disk");
+    let path = site.data().join("artifacts").join(&rec.sha256);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+
+    tracing::info!("--- the node refuses to serve it");
+    let failure = site.node().start_expect_failure().await;
+    assert_eq!(failure.code, Some(65), "{}", failure.stderr);
+    assert!(
+        failure.stderr.contains("does not match the recorded"),
+        "{}",
+        failure.stderr
+    );
+}
+
+#[tokio::test]
+async fn a_keyring_without_the_artifacts_key_is_refused_with_its_name() {
+    init();
+    let site = Site::new();
+    let mut node = site.node().bundle(&bundle_dir()).start().await;
+    node.sigterm();
+    assert!(node.wait_exit(Duration::from_secs(30)).await.success());
+
+    tracing::info!("--- restart with a keyring that lacks the key");
+    let other = tempfile::tempdir().unwrap();
+    let keyring = other.path().join("keyring.toml");
+    write_keyring(&keyring, "other-key");
+    let failure = site
+        .node()
+        .set_str("artifacts.keyring", &keyring.display().to_string())
+        .start_expect_failure()
+        .await;
+    assert_eq!(failure.code, Some(65), "{}", failure.stderr);
+    assert!(
+        failure
+            .stderr
+            .contains("key \"site-key\", which is not in the keyring"),
+        "{}",
+        failure.stderr
+    );
+
+    tracing::info!("--- same key id, different key material");
+    write_keyring(&keyring, "site-key");
+    let failure = site
+        .node()
+        .set_str("artifacts.keyring", &keyring.display().to_string())
+        .start_expect_failure()
+        .await;
+    assert_eq!(failure.code, Some(65), "{}", failure.stderr);
+    assert!(
+        failure.stderr.contains("failed authentication"),
+        "{}",
+        failure.stderr
+    );
+}
+
+#[tokio::test]
+async fn a_keyring_others_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    init();
+    let site = Site::new();
+    std::fs::set_permissions(site.keyring(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let failure = site.node().start_expect_failure().await;
+    assert_eq!(failure.code, Some(64), "{}", failure.stderr);
+    assert!(failure.stderr.contains("chmod 600"), "{}", failure.stderr);
+}
