@@ -20,6 +20,8 @@ use crate::model::{load_stored, store_and_validate, Loaded, ModelSlot};
 
 pub struct AdminService {
     pub store: Arc<Store>,
+    /// Re-read on key rotation.
+    pub keyring_path: std::path::PathBuf,
     pub slot: Arc<ModelSlot>,
     pub engine: EngineConfig,
     pub readiness: Readiness,
@@ -65,6 +67,18 @@ impl Admin for AdminService {
         Ok(Response::new(self.to_proto(&record)))
     }
 
+    async fn rotate_keys(
+        &self,
+        _: Request<pb::RotateKeysRequest>,
+    ) -> Result<Response<pb::RotateKeysResponse>, Status> {
+        let resp = self.rotate().await.map_err(|e| {
+            tracing::error!(error = %e, "key rotation stopped");
+            Status::from(e)
+        })?;
+        tracing::info!(primary = %resp.primary_key_id, rotated = resp.rotated, total = resp.total, "keys rotated");
+        Ok(Response::new(resp))
+    }
+
     async fn activate_model(
         &self,
         request: Request<pb::ActivateModelRequest>,
@@ -96,6 +110,23 @@ impl Admin for AdminService {
 }
 
 impl AdminService {
+    async fn rotate(&self) -> Result<pb::RotateKeysResponse, AdminError> {
+        let keyring = rankd_artifact::Keyring::load(&self.keyring_path)
+            .map_err(|e| AdminError::Load(rankd_artifact::StoreError::from(e).into()))?;
+        let primary = keyring.primary_id().to_string();
+        self.store.set_keyring(Arc::new(keyring));
+        let store = self.store.clone();
+        let rotated = tokio::task::spawn_blocking(move || store.rotate())
+            .await
+            .map_err(|e| AdminError::Upload(format!("rotation thread failed: {e}")))?
+            .map_err(|e| AdminError::Load(e.into()))?;
+        Ok(pb::RotateKeysResponse {
+            primary_key_id: primary,
+            rotated: u32::try_from(rotated).unwrap_or(u32::MAX),
+            total: u32::try_from(self.store.list().len()).unwrap_or(u32::MAX),
+        })
+    }
+
     async fn upload(
         &self,
         mut stream: Streaming<pb::UploadModelRequest>,

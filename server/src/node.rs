@@ -131,6 +131,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     readiness.set(slot.current().is_some()).await;
     let admin = AdminServer::new(AdminService {
         store: store.clone(),
+        keyring_path: cfg.artifacts.keyring.clone(),
         slot: slot.clone(),
         engine,
         readiness: readiness.clone(),

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rankd_proto::admin::v1::{ActivateModelRequest, ListModelsRequest};
+use rankd_proto::admin::v1::{ActivateModelRequest, ListModelsRequest, RotateKeysRequest};
 use rankd_tests::{
     bundle_dir, copy_bundle, example_query, init, pack_bundle, rank_request, rewrite_manifest,
     update_sha, upload_dir, upload_messages, wait_until, write_keyring, NodeBuilder, ServingStatus,
@@ -333,4 +333,60 @@ async fn a_keyring_others_can_read_is_refused() {
     let failure = site.node().start_expect_failure().await;
     assert_eq!(failure.code, Some(64), "{}", failure.stderr);
     assert!(failure.stderr.contains("chmod 600"), "{}", failure.stderr);
+}
+
+#[tokio::test]
+async fn key_rotation_moves_every_artifact_to_the_new_primary() {
+    init();
+    let site = Site::new();
+    let mut node = site.node().bundle(&bundle_dir()).start().await;
+    let old = std::fs::read_to_string(site.keyring()).unwrap();
+
+    tracing::info!("--- add a new primary key beside the old one, then rotate");
+    let fresh = tempfile::tempdir().unwrap();
+    write_keyring(&fresh.path().join("k.toml"), "new-key");
+    let new_entry = std::fs::read_to_string(fresh.path().join("k.toml")).unwrap();
+    let new_entry = &new_entry[new_entry.find("[[keys]]").unwrap()..];
+    let both = old.replace("primary = \"site-key\"", "primary = \"new-key\"") + "\n" + new_entry;
+    std::fs::write(site.keyring(), &both).unwrap();
+    let mut admin = node.admin_client().await;
+    let resp = admin
+        .rotate_keys(RotateKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (resp.primary_key_id.as_str(), resp.rotated, resp.total),
+        ("new-key", 1, 1)
+    );
+    let rec = admin
+        .list_models(ListModelsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .models
+        .remove(0);
+    assert_eq!(rec.key_id, "new-key");
+    let again = admin
+        .rotate_keys(RotateKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.rotated, 0, "a second rotation has nothing to do");
+    node.sigterm();
+    assert!(node.wait_exit(Duration::from_secs(30)).await.success());
+
+    tracing::info!("--- the old key can go: the node restarts and serves with the new key alone");
+    let new_only = format!("primary = \"new-key\"\n{new_entry}");
+    std::fs::write(site.keyring(), new_only).unwrap();
+    let node = site.node().start().await;
+    assert_eq!(node.health("").await, ServingStatus::Serving);
+    let q = example_query();
+    let resp = node
+        .rank_client()
+        .await
+        .rank(rank_request(&q.query, &q.candidates, 3))
+        .await
+        .unwrap();
+    assert_eq!(resp.into_inner().items.len(), 3);
 }

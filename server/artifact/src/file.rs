@@ -94,6 +94,77 @@ pub fn open_bundle(
     unpack(reader, dest, UnpackLimits::default())
 }
 
+/// Re-encrypts the artifact at `src` (whose file must hash to `expected_sha256` and whose
+/// plaintext must hash to `expected_plaintext_sha256`) under the keyring's primary key
+/// into `dest`, atomically. The plaintext streams from decryptor to encryptor and never
+/// touches the disk.
+#[allow(clippy::too_many_arguments)]
+pub fn reseal(
+    src: &Path,
+    expected_sha256: &str,
+    expected_plaintext_sha256: &str,
+    keyring: &Keyring,
+    name: &str,
+    version: &str,
+    segment_size: u32,
+    dest: &Path,
+) -> Result<Sealed, ArtifactError> {
+    let actual = sha256_file(src)?;
+    if !actual.eq_ignore_ascii_case(expected_sha256) {
+        return Err(ArtifactError::Checksum {
+            expected: expected_sha256.to_string(),
+            actual,
+        });
+    }
+    let input =
+        fs::File::open(src).map_err(ArtifactError::io(format!("opening {}", src.display())))?;
+    let mut reader = ArtifactReader::open(
+        BufReader::with_capacity(1 << 20, input),
+        keyring,
+        name,
+        version,
+    )?;
+    let tmp = TempPath::beside(dest)?;
+    let file = fs::File::create(&tmp.0)
+        .map_err(ArtifactError::io(format!("creating {}", tmp.0.display())))?;
+    let out = Hashing::new(BufWriter::with_capacity(1 << 20, file));
+    let mut plain = Hashing::new(ArtifactWriter::new(
+        out,
+        keyring,
+        name,
+        version,
+        segment_size,
+    )?);
+    io::copy(&mut reader, &mut plain).map_err(ArtifactError::from_io)?;
+    let (writer, _, plaintext_sha256) = plain.finish();
+    if plaintext_sha256 != expected_plaintext_sha256 {
+        return Err(ArtifactError::Checksum {
+            expected: expected_plaintext_sha256.to_string(),
+            actual: plaintext_sha256,
+        });
+    }
+    let (out, _) = writer.finish()?;
+    let (buffered, size, sha256) = out.finish();
+    let file = buffered
+        .into_inner()
+        .map_err(|e| ArtifactError::io("flushing the artifact")(e.into_error()))?;
+    file.sync_all()
+        .map_err(ArtifactError::io("syncing the artifact"))?;
+    drop(file);
+    fs::rename(&tmp.0, dest).map_err(ArtifactError::io(format!(
+        "renaming into {}",
+        dest.display()
+    )))?;
+    tmp.disarm();
+    sync_dir(dest)?;
+    Ok(Sealed {
+        sha256,
+        plaintext_sha256,
+        size,
+        key_id: keyring.primary_id().to_string(),
+    })
+}
+
 pub fn sha256_file(path: &Path) -> Result<String, ArtifactError> {
     let mut file =
         fs::File::open(path).map_err(ArtifactError::io(format!("opening {}", path.display())))?;

@@ -21,7 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ArtifactError;
-use crate::file::{open_bundle, seal_bundle, sha256_file, sync_dir};
+use crate::file::{open_bundle, reseal, seal_bundle, sha256_file, sync_dir};
 use crate::keyring::Keyring;
 
 const MANIFEST: &str = "store.json";
@@ -89,7 +89,7 @@ struct Manifest {
 
 pub struct Store {
     dir: PathBuf,
-    keyring: Arc<Keyring>,
+    keyring: std::sync::RwLock<Arc<Keyring>>,
     segment_size: u32,
     manifest: Mutex<Manifest>,
 }
@@ -157,16 +157,94 @@ impl Store {
                 })
             }
         };
-        Ok(Store {
+        let store = Store {
             dir: dir.to_path_buf(),
-            keyring,
+            keyring: std::sync::RwLock::new(keyring),
             segment_size,
             manifest: Mutex::new(manifest),
-        })
+        };
+        store.remove_orphans()?;
+        Ok(store)
     }
 
-    pub fn keyring(&self) -> &Keyring {
-        &self.keyring
+    /// The keyring in use (replaced by [`Store::set_keyring`] on rotation).
+    pub fn keyring(&self) -> Arc<Keyring> {
+        self.keyring
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_keyring(&self, keyring: Arc<Keyring>) {
+        *self.keyring.write().unwrap_or_else(|p| p.into_inner()) = keyring;
+    }
+
+    /// Deletes artifact files no record points to: what a crash between writing an
+    /// artifact and recording it (an upload, a rotation) leaves behind.
+    fn remove_orphans(&self) -> Result<(), StoreError> {
+        let referenced: std::collections::HashSet<String> = self
+            .lock()
+            .models
+            .iter()
+            .map(|r| r.sha256.clone())
+            .collect();
+        let dir = self.dir.join("artifacts");
+        let entries =
+            fs::read_dir(&dir).map_err(ArtifactError::io(format!("listing {}", dir.display())))?;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !referenced.contains(&name) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-encrypts every ready artifact not under the primary key, one at a time, each
+    /// atomically: the new artifact is durable and recorded before the old one is removed,
+    /// so the old one stays readable until then, and a crash at any point leaves a
+    /// consistent store that a second run completes. Returns how many were rewritten.
+    pub fn rotate(&self) -> Result<usize, StoreError> {
+        let keyring = self.keyring();
+        let primary = keyring.primary_id().to_string();
+        let mut rotated = 0;
+        for r in self.list() {
+            if r.key_id == primary || r.state != RecordState::Ready {
+                continue;
+            }
+            let stage = Staged(self.staging_dir("rotate")?);
+            let staged = stage.0.join("artifact");
+            let sealed = reseal(
+                &self.artifact_path(&r.sha256),
+                &r.sha256,
+                &r.plaintext_sha256,
+                &keyring,
+                &r.name,
+                &r.version,
+                self.segment_size,
+                &staged,
+            )?;
+            let dest = self.artifact_path(&sealed.sha256);
+            fs::rename(&staged, &dest)
+                .map_err(ArtifactError::io(format!("moving into {}", dest.display())))?;
+            sync_dir(&dest)?;
+            {
+                let mut m = self.lock();
+                if let Some(rec) = m
+                    .models
+                    .iter_mut()
+                    .find(|x| x.name == r.name && x.version == r.version)
+                {
+                    rec.sha256 = sealed.sha256;
+                    rec.size = sealed.size;
+                    rec.key_id = sealed.key_id;
+                }
+                self.persist(&m)?;
+            }
+            let _ = fs::remove_file(self.artifact_path(&r.sha256));
+            rotated += 1;
+        }
+        Ok(rotated)
     }
 
     /// A fresh private directory under `staging/` for an upload in flight.
@@ -206,7 +284,7 @@ impl Store {
         let sealed = seal_bundle(
             bundle_dir,
             files,
-            &self.keyring,
+            &self.keyring(),
             name,
             version,
             self.segment_size,
@@ -323,7 +401,7 @@ impl Store {
         open_bundle(
             &self.artifact_path(&checkout.record.sha256),
             &checkout.record.sha256,
-            &self.keyring,
+            &self.keyring(),
             name,
             version,
             checkout.dir(),
@@ -404,6 +482,13 @@ impl Store {
             }
         }
         results
+    }
+
+    #[cfg(test)]
+    fn staging_is_empty_for_tests(&self) -> bool {
+        fs::read_dir(self.dir.join("staging"))
+            .map(|d| d.count() == 0)
+            .unwrap_or(true)
     }
 
     fn artifact_path(&self, sha256: &str) -> PathBuf {

@@ -67,6 +67,12 @@ enum KeysCommand {
         #[arg(long, default_value = "primary")]
         id: String,
     },
+    /// Make the node re-read its keyring and re-encrypt every artifact not under the
+    /// primary key (add the new key to the keyring file and make it primary first).
+    Rotate {
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        addr: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -118,6 +124,7 @@ async fn main() {
             addr,
         } => models::activate(&addr, &name, &version).await,
         Command::Keys(KeysCommand::Generate { out, id }) => keys::generate(&out, &id),
+        Command::Keys(KeysCommand::Rotate { addr }) => models::rotate(&addr).await,
     };
     if let Err(e) = res {
         eprintln!("rankctl: {e:#}");

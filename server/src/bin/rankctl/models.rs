@@ -9,7 +9,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rankd_proto::admin::v1::admin_client::AdminClient;
 use rankd_proto::admin::v1::upload_model_request::Part;
 use rankd_proto::admin::v1::{
-    ActivateModelRequest, ListModelsRequest, ModelRecord, UploadMetadata, UploadModelRequest,
+    ActivateModelRequest, ListModelsRequest, ModelRecord, RotateKeysRequest, UploadMetadata,
+    UploadModelRequest,
 };
 use tonic::transport::Channel;
 
@@ -188,4 +189,18 @@ impl Drop for Packed {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+pub async fn rotate(addr: &str) -> Result<()> {
+    let resp = connect(addr)
+        .await?
+        .rotate_keys(RotateKeysRequest {})
+        .await
+        .map_err(status("key rotation"))?
+        .into_inner();
+    println!(
+        "re-encrypted {} of {} artifacts; all are now under key {:?}",
+        resp.rotated, resp.total, resp.primary_key_id
+    );
+    Ok(())
 }
