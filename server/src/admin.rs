@@ -13,6 +13,7 @@ use rankd_proto::admin::v1::upload_model_request::Part;
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::backup::{BackupManifest, BackupTarget, Kind};
 use crate::error::AdminError;
 use crate::health::Readiness;
 use crate::metrics::{Metrics, ModelLabels};
@@ -22,6 +23,8 @@ pub struct AdminService {
     pub store: Arc<Store>,
     /// Re-read on key rotation.
     pub keyring_path: std::path::PathBuf,
+    pub backup_target: Option<std::path::PathBuf>,
+    pub node_id: String,
     pub slot: Arc<ModelSlot>,
     pub engine: EngineConfig,
     pub readiness: Readiness,
@@ -79,6 +82,50 @@ impl Admin for AdminService {
         Ok(Response::new(resp))
     }
 
+    async fn create_backup(
+        &self,
+        request: Request<pb::CreateBackupRequest>,
+    ) -> Result<Response<pb::Backup>, Status> {
+        let kind = if request.into_inner().incremental {
+            Kind::Incremental
+        } else {
+            Kind::Full
+        };
+        let target = self.backup_target()?;
+        let m = target
+            .create(&self.store, kind, &self.node_id)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "backup failed");
+                Status::from(e)
+            })?;
+        tracing::info!(id = %m.id, artifacts = m.artifacts.len(), copied = m.copied.len(), "backup created");
+        Ok(Response::new(backup_proto(&m)))
+    }
+
+    async fn list_backups(
+        &self,
+        _: Request<pb::ListBackupsRequest>,
+    ) -> Result<Response<pb::ListBackupsResponse>, Status> {
+        let backups = self.backup_target()?.list().await.map_err(Status::from)?;
+        Ok(Response::new(pb::ListBackupsResponse {
+            backups: backups.iter().map(backup_proto).collect(),
+        }))
+    }
+
+    async fn verify_backup(
+        &self,
+        request: Request<pb::VerifyBackupRequest>,
+    ) -> Result<Response<pb::Backup>, Status> {
+        let id = request.into_inner().id;
+        let m = self
+            .backup_target()?
+            .verify(&id)
+            .await
+            .map_err(Status::from)?;
+        Ok(Response::new(backup_proto(&m)))
+    }
+
     async fn activate_model(
         &self,
         request: Request<pb::ActivateModelRequest>,
@@ -110,6 +157,13 @@ impl Admin for AdminService {
 }
 
 impl AdminService {
+    fn backup_target(&self) -> Result<BackupTarget, Status> {
+        let dir = self.backup_target.as_ref().ok_or_else(|| {
+            Status::failed_precondition("no backup target is configured (backup.target)")
+        })?;
+        BackupTarget::local(dir).map_err(Status::from)
+    }
+
     async fn rotate(&self) -> Result<pb::RotateKeysResponse, AdminError> {
         let keyring = rankd_artifact::Keyring::load(&self.keyring_path)
             .map_err(|e| AdminError::Load(rankd_artifact::StoreError::from(e).into()))?;
@@ -265,4 +319,23 @@ pub fn install(slot: &ModelSlot, metrics: &Metrics, loaded: Loaded) {
         .set(1);
     metrics.model_load_seconds.set(loaded.load_seconds);
     slot.install(Arc::new(loaded));
+}
+
+fn backup_proto(m: &BackupManifest) -> pb::Backup {
+    pb::Backup {
+        id: m.id.clone(),
+        kind: match m.kind {
+            Kind::Full => "full".into(),
+            Kind::Incremental => "incremental".into(),
+        },
+        parent: m.parent.clone().unwrap_or_default(),
+        created_at: m.created_at,
+        artifacts: u32::try_from(m.artifacts.len()).unwrap_or(u32::MAX),
+        copied: u32::try_from(m.copied.len()).unwrap_or(u32::MAX),
+        versions: m
+            .artifacts
+            .iter()
+            .map(|a| format!("{} {}", a.name, a.version))
+            .collect(),
+    }
 }

@@ -31,6 +31,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub server: ServerConfig,
     pub artifacts: ArtifactsConfig,
+    pub backup: BackupConfig,
     pub model: ModelConfig,
     pub batching: BatchingConfig,
     pub log: LogConfig,
@@ -71,6 +72,13 @@ pub struct ArtifactsConfig {
     pub scrub_interval_s: u64,
     /// Largest bundle UploadModel accepts.
     pub max_upload_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// Directory that CreateBackup writes to; unset disables backups on this node.
+    pub target: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,6 +139,7 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             server: ServerConfig::default(),
             artifacts: ArtifactsConfig::default(),
+            backup: BackupConfig::default(),
             model: ModelConfig::default(),
             batching: BatchingConfig::default(),
             log: LogConfig::default(),

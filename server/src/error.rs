@@ -95,6 +95,20 @@ impl From<AdminError> for Status {
     }
 }
 
+impl From<crate::backup::BackupError> for Status {
+    fn from(e: crate::backup::BackupError) -> Status {
+        use crate::backup::BackupError as B;
+        let code = match &e {
+            B::NotFound(_) => Code::NotFound,
+            B::Damaged { .. } => Code::DataLoss,
+            B::Target { .. } => Code::Unavailable,
+            B::Restore(_) => Code::FailedPrecondition,
+            B::Store(_) => Code::Internal,
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
 /// A full disk is the operator's to fix, not a server bug.
 fn io_code(e: &std::io::Error) -> Code {
     if e.raw_os_error() == Some(28) || e.kind() == std::io::ErrorKind::StorageFull {

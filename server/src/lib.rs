@@ -6,6 +6,7 @@
 //! `rankd_kernels::Ranker` → response.
 
 pub mod admin;
+pub mod backup;
 pub mod config;
 pub mod error;
 pub mod health;

@@ -132,6 +132,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let admin = AdminServer::new(AdminService {
         store: store.clone(),
         keyring_path: cfg.artifacts.keyring.clone(),
+        backup_target: cfg.backup.target.clone(),
+        node_id: cfg.node_id.clone(),
         slot: slot.clone(),
         engine,
         readiness: readiness.clone(),

@@ -48,7 +48,7 @@ pub use bundle::{
 };
 pub use metrics::{http_get, HttpResponse, MetricsSnapshot};
 pub use node::Node;
-pub use paths::{bundle_dir, rankd_bin, test_device, workspace_root};
+pub use paths::{bundle_dir, rankctl_bin, rankd_bin, test_device, workspace_root};
 pub use raw::{raw_rank_client, RawH2};
 pub use upload::{pack_bundle, upload_dir, upload_messages};
 

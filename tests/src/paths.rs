@@ -62,3 +62,14 @@ pub fn bundle_dir() -> PathBuf {
 pub fn test_device() -> String {
     std::env::var("RANKD_TEST_DEVICE").unwrap_or_else(|_| "cpu".to_string())
 }
+
+/// `rankctl`, next to the `rankd` binary the tests use.
+pub fn rankctl_bin() -> PathBuf {
+    let bin = rankd_bin().with_file_name("rankctl");
+    assert!(
+        bin.is_file(),
+        "{} is not built: run `cargo build --bins`",
+        bin.display()
+    );
+    bin
+}

@@ -25,6 +25,9 @@ use crate::file::{open_bundle, reseal, seal_bundle, sha256_file, sync_dir};
 use crate::keyring::Keyring;
 
 const MANIFEST: &str = "store.json";
+/// The store's files, as a backup restores them.
+pub const MANIFEST_FILE: &str = MANIFEST;
+pub const ARTIFACTS_DIR: &str = "artifacts";
 static STAGING_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 #[derive(Debug, thiserror::Error)]
@@ -358,6 +361,21 @@ impl Store {
         // record without its file.
         let _ = fs::remove_file(self.artifact_path(&record.sha256));
         Ok(())
+    }
+
+    /// The manifest's bytes and records as of one instant, for a consistent backup.
+    pub fn snapshot(&self) -> Result<(Vec<u8>, Vec<ModelRecord>), StoreError> {
+        let m = self.lock();
+        let bytes = serde_json::to_vec_pretty(&*m).map_err(|e| StoreError::Manifest {
+            path: self.dir.join(MANIFEST),
+            reason: e.to_string(),
+        })?;
+        Ok((bytes, m.models.clone()))
+    }
+
+    /// Where the artifact with this SHA-256 lives.
+    pub fn artifact_file(&self, sha256: &str) -> PathBuf {
+        self.artifact_path(sha256)
     }
 
     pub fn list(&self) -> Vec<ModelRecord> {

@@ -1,5 +1,6 @@
 //! `rankctl`: the operator's command line for a rankd node.
 
+mod backup;
 mod keys;
 mod models;
 
@@ -56,6 +57,41 @@ enum Command {
     /// Keyring management.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Backups of a node's model store.
+    #[command(subcommand)]
+    Backup(BackupCommand),
+}
+
+#[derive(Subcommand)]
+enum BackupCommand {
+    /// Back up the node's store to its configured target.
+    Create {
+        /// Copy only the artifacts the newest backup lacks.
+        #[arg(long)]
+        incremental: bool,
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        addr: String,
+    },
+    /// List the backups in the node's target.
+    List {
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        addr: String,
+    },
+    /// Re-read a backup and check every SHA-256.
+    Verify {
+        id: String,
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        addr: String,
+    },
+    /// Restore a backup into an empty data directory (offline: no node involved).
+    Restore {
+        id: String,
+        /// The backup target directory.
+        #[arg(long)]
+        target: PathBuf,
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -125,6 +161,7 @@ async fn main() {
         } => models::activate(&addr, &name, &version).await,
         Command::Keys(KeysCommand::Generate { out, id }) => keys::generate(&out, &id),
         Command::Keys(KeysCommand::Rotate { addr }) => models::rotate(&addr).await,
+        Command::Backup(cmd) => backup::run(cmd).await,
     };
     if let Err(e) = res {
         eprintln!("rankctl: {e:#}");
