@@ -24,6 +24,7 @@ pub struct AdminService {
     /// Re-read on key rotation.
     pub keyring_path: std::path::PathBuf,
     pub backup_target: Option<std::path::PathBuf>,
+    pub retain_versions: usize,
     pub node_id: String,
     pub slot: Arc<ModelSlot>,
     pub engine: EngineConfig,
@@ -43,6 +44,7 @@ impl Admin for AdminService {
             Status::from(e)
         })?;
         tracing::info!(name = %record.name, version = %record.version, sha256 = %record.sha256, "model stored");
+        self.collect_garbage();
         Ok(Response::new(pb::UploadModelResponse {
             model: Some(self.to_proto(&record)),
         }))
@@ -145,6 +147,7 @@ impl Admin for AdminService {
         install(&self.slot, &self.metrics, loaded);
         self.readiness.set(true).await;
         tracing::info!(name = %req.name, version = %req.version, load_seconds, "model activated");
+        self.collect_garbage();
         let record = self
             .store
             .get(&req.name, &req.version)
@@ -157,6 +160,19 @@ impl Admin for AdminService {
 }
 
 impl AdminService {
+    /// Applies `artifacts.retain_versions`. A failure is logged, not returned: the call
+    /// that triggered it already succeeded.
+    fn collect_garbage(&self) {
+        match self.store.gc(self.retain_versions) {
+            Ok(removed) => {
+                for m in removed {
+                    tracing::info!(name = %m.name, version = %m.version, "removed by retention");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "retention could not remove old versions"),
+        }
+    }
+
     fn backup_target(&self) -> Result<BackupTarget, Status> {
         let dir = self.backup_target.as_ref().ok_or_else(|| {
             Status::failed_precondition("no backup target is configured (backup.target)")

@@ -72,6 +72,9 @@ pub struct ArtifactsConfig {
     pub scrub_interval_s: u64,
     /// Largest bundle UploadModel accepts.
     pub max_upload_bytes: u64,
+    /// Stored versions kept besides the active and previous ones (which are never
+    /// removed); older ones are deleted after each upload and activation.
+    pub retain_versions: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -169,6 +172,7 @@ impl Default for ArtifactsConfig {
             segment_bytes: 1 << 20,
             scrub_interval_s: 3600,
             max_upload_bytes: 16 << 30,
+            retain_versions: 5,
         }
     }
 }

@@ -133,6 +133,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         store: store.clone(),
         keyring_path: cfg.artifacts.keyring.clone(),
         backup_target: cfg.backup.target.clone(),
+        retain_versions: cfg.artifacts.retain_versions,
         node_id: cfg.node_id.clone(),
         slot: slot.clone(),
         engine,

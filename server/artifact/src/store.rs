@@ -363,6 +363,33 @@ impl Store {
         Ok(())
     }
 
+    /// Removes the oldest versions beyond the newest `retain` that are neither active nor
+    /// previous (those two are never removed). Returns what was removed.
+    pub fn gc(&self, retain: usize) -> Result<Vec<ModelRef>, StoreError> {
+        let (active, previous) = (self.active(), self.previous());
+        let is = |r: &ModelRecord, m: &Option<ModelRef>| {
+            m.as_ref()
+                .is_some_and(|m| m.name == r.name && m.version == r.version)
+        };
+        let mut candidates: Vec<ModelRecord> = self
+            .list()
+            .into_iter()
+            .filter(|r| !is(r, &active) && !is(r, &previous))
+            .collect();
+        // Newest first; the stable sort keeps upload order among equal timestamps.
+        candidates.reverse();
+        candidates.sort_by(|a, b| b.uploaded_at.cmp(&a.uploaded_at));
+        let mut removed = Vec::new();
+        for r in candidates.into_iter().skip(retain) {
+            self.remove(&r.name, &r.version)?;
+            removed.push(ModelRef {
+                name: r.name,
+                version: r.version,
+            });
+        }
+        Ok(removed)
+    }
+
     /// The manifest's bytes and records as of one instant, for a consistent backup.
     pub fn snapshot(&self) -> Result<(Vec<u8>, Vec<ModelRecord>), StoreError> {
         let m = self.lock();

@@ -246,3 +246,26 @@ fn a_crash_mid_rotation_leaves_an_orphan_that_reopening_removes() {
     );
     assert_eq!(s.rotate().unwrap(), 1);
 }
+
+#[test]
+fn gc_keeps_the_newest_and_never_the_active_or_previous() {
+    let data = tempfile::tempdir().unwrap();
+    let s = store(data.path());
+    for v in ["1", "2", "3", "4", "5"] {
+        s.put(bundle(v.as_bytes()).path(), FILES, "m", v, "x")
+            .unwrap();
+    }
+    s.set_active("m", "1").unwrap();
+    s.set_active("m", "2").unwrap();
+    // Active 2, previous 1; of 3, 4, 5 keep the newest one.
+    let removed: Vec<String> = s.gc(1).unwrap().into_iter().map(|m| m.version).collect();
+    assert_eq!(removed, vec!["4", "3"]);
+    let left: Vec<String> = s.list().into_iter().map(|r| r.version).collect();
+    assert_eq!(left, vec!["1", "2", "5"]);
+    assert_eq!(
+        fs::read_dir(data.path().join("artifacts")).unwrap().count(),
+        3
+    );
+    assert!(s.gc(0).unwrap().iter().all(|m| m.version == "5"));
+    assert!(s.checkout("m", "1").is_ok() && s.checkout("m", "2").is_ok());
+}
