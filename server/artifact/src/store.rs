@@ -378,7 +378,7 @@ impl Store {
             .collect();
         // Newest first; the stable sort keeps upload order among equal timestamps.
         candidates.reverse();
-        candidates.sort_by(|a, b| b.uploaded_at.cmp(&a.uploaded_at));
+        candidates.sort_by_key(|r| std::cmp::Reverse(r.uploaded_at));
         let mut removed = Vec::new();
         for r in candidates.into_iter().skip(retain) {
             self.remove(&r.name, &r.version)?;
