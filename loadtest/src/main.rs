@@ -22,11 +22,14 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Artifact encryption and decryption throughput against bare AES-256-GCM.
     Crypto(crypto::CryptoArgs),
+    /// Peak memory and throughput sealing and opening a large bundle through files.
+    ArtifactRss(crypto::RssArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Bench(args) => bench::run(args),
         Command::Crypto(args) => crypto::run(args),
+        Command::ArtifactRss(args) => crypto::rss(args),
     }
 }
