@@ -110,7 +110,9 @@ pub fn rss(args: RssArgs) -> Result<()> {
     std::fs::write(bundle.join("manifest.json"), b"{}")?;
     {
         let mut f = std::io::BufWriter::new(std::fs::File::create(bundle.join("items.bin"))?);
-        let block: Vec<u8> = (0..1 << 20).map(|i: usize| (i as u8).wrapping_mul(7)).collect();
+        let block: Vec<u8> = (0..1 << 20)
+            .map(|i: usize| (i as u8).wrapping_mul(7))
+            .collect();
         for _ in 0..args.mib {
             f.write_all(&block)?;
         }
@@ -123,7 +125,15 @@ pub fn rss(args: RssArgs) -> Result<()> {
 
     let idle = reset_peak()?;
     let t = Instant::now();
-    let sealed = seal_bundle(&bundle, &["manifest.json", "items.bin"], &ring, "bench", "1", DEFAULT_SEGMENT, &artifact)?;
+    let sealed = seal_bundle(
+        &bundle,
+        &["manifest.json", "items.bin"],
+        &ring,
+        "bench",
+        "1",
+        DEFAULT_SEGMENT,
+        &artifact,
+    )?;
     let seal_s = t.elapsed().as_secs_f64();
     let seal_peak = peak_kib()?;
 
@@ -134,7 +144,12 @@ pub fn rss(args: RssArgs) -> Result<()> {
     let open_peak = peak_kib()?;
     let _ = std::fs::remove_dir_all(&args.dir);
 
-    println!("rankload artifact-rss: {} MiB bundle, {} KiB segments, files on {}", args.mib, DEFAULT_SEGMENT >> 10, args.dir.display());
+    println!(
+        "rankload artifact-rss: {} MiB bundle, {} KiB segments, files on {}",
+        args.mib,
+        DEFAULT_SEGMENT >> 10,
+        args.dir.display()
+    );
     println!(
         "  seal (pack + encrypt + fsync):       peak {:>6.1} MiB above idle, {:>6.0} MB/s",
         (seal_peak.saturating_sub(idle)) as f64 / 1024.0,

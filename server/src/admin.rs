@@ -315,9 +315,20 @@ fn unpack_tar(packed: &Path, dir: &Path) -> Result<(), AdminError> {
         max_files: 16,
         max_total_bytes: u64::MAX,
     };
-    unpack(std::io::BufReader::new(file), dir, limits)
-        .map(|_| ())
-        .map_err(|e| AdminError::Upload(format!("not a packed bundle: {e}")))
+    match unpack(std::io::BufReader::new(file), dir, limits) {
+        Ok(_) => Ok(()),
+        // Writing failed (a full disk, say): the server's problem, not the bundle's.
+        Err(rankd_artifact::ArtifactError::Io { source, .. })
+            if source.kind() != std::io::ErrorKind::InvalidData
+                && source.kind() != std::io::ErrorKind::UnexpectedEof =>
+        {
+            Err(AdminError::Io {
+                context: "unpacking the upload",
+                source,
+            })
+        }
+        Err(e) => Err(AdminError::Upload(format!("not a packed bundle: {e}"))),
+    }
 }
 
 /// Switches serving to `loaded` and updates the model series.

@@ -43,6 +43,12 @@ pub enum BackupError {
     NotFound(String),
     #[error("restore: {0}")]
     Restore(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] rankd_artifact::StoreError),
 }
@@ -290,13 +296,16 @@ impl BackupTarget {
             .await
             .map_err(|e| BackupError::Restore(format!("reading {}: {e}", src.display())))?;
         let mut writer = object_store::buffered::BufWriter::new(self.store.clone(), dest.clone());
-        tokio::io::copy(&mut file, &mut writer)
-            .await
-            .map_err(|e| BackupError::Restore(format!("copying {}: {e}", src.display())))?;
+        let io = |context: String| move |source| BackupError::Io { context, source };
+        if let Err(e) = tokio::io::copy(&mut file, &mut writer).await {
+            // Drop the half-written upload rather than leave it behind.
+            let _ = writer.abort().await;
+            return Err(io(format!("copying {} to {dest}", src.display()))(e));
+        }
         writer
             .shutdown()
             .await
-            .map_err(|e| BackupError::Restore(format!("finishing {dest}: {e}")))
+            .map_err(io(format!("finishing {dest}")))
     }
 
     async fn download(&self, src: &ObjPath, dest: &Path) -> Result<(), BackupError> {

@@ -98,11 +98,15 @@ impl From<AdminError> for Status {
 impl From<crate::backup::BackupError> for Status {
     fn from(e: crate::backup::BackupError) -> Status {
         use crate::backup::BackupError as B;
+        if is_disk_full(&e) {
+            return Status::new(Code::ResourceExhausted, e.to_string());
+        }
         let code = match &e {
             B::NotFound(_) => Code::NotFound,
             B::Damaged { .. } => Code::DataLoss,
             B::Target { .. } => Code::Unavailable,
             B::Restore(_) => Code::FailedPrecondition,
+            B::Io { .. } => Code::Internal,
             B::Store(_) => Code::Internal,
         };
         Status::new(code, e.to_string())
@@ -111,11 +115,32 @@ impl From<crate::backup::BackupError> for Status {
 
 /// A full disk is the operator's to fix, not a server bug.
 fn io_code(e: &std::io::Error) -> Code {
-    if e.raw_os_error() == Some(28) || e.kind() == std::io::ErrorKind::StorageFull {
+    if is_disk_full(e) {
         Code::ResourceExhausted
     } else {
         Code::Internal
     }
+}
+
+/// Whether ENOSPC is anywhere in the error's source chain (object stores and archive
+/// writers wrap the `io::Error` the kernel returned).
+pub fn is_disk_full(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.raw_os_error() == Some(28) || io.kind() == std::io::ErrorKind::StorageFull {
+                return true;
+            }
+            // io::Error::other(inner) hides the inner error behind get_ref, not source.
+            if let Some(inner) = io.get_ref() {
+                if is_disk_full(inner) {
+                    return true;
+                }
+            }
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// Bundle content problems are the caller's (INVALID_ARGUMENT); tampered or unreadable

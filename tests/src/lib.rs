@@ -35,6 +35,7 @@ mod metrics;
 mod node;
 mod paths;
 mod raw;
+mod tmpfs;
 mod upload;
 
 use std::future::Future;
@@ -50,6 +51,7 @@ pub use metrics::{http_get, HttpResponse, MetricsSnapshot};
 pub use node::Node;
 pub use paths::{bundle_dir, rankctl_bin, rankd_bin, test_device, workspace_root};
 pub use raw::{raw_rank_client, RawH2};
+pub use tmpfs::Tmpfs;
 pub use upload::{pack_bundle, upload_dir, upload_messages};
 
 pub use rankd_proto::v1::{RankRequest, RankResponse, ScoredItem};
