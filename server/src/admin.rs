@@ -184,6 +184,19 @@ impl AdminService {
         let keyring = rankd_artifact::Keyring::load(&self.keyring_path)
             .map_err(|e| AdminError::Load(rankd_artifact::StoreError::from(e).into()))?;
         let primary = keyring.primary_id().to_string();
+        // Switching to a keyring that cannot open what is stored would strand it: refuse.
+        let mut missing: Vec<String> = self
+            .store
+            .list()
+            .into_iter()
+            .map(|r| r.key_id)
+            .filter(|id| keyring.get(id).is_none())
+            .collect();
+        missing.sort();
+        missing.dedup();
+        if !missing.is_empty() {
+            return Err(AdminError::KeysMissing(missing));
+        }
         self.store.set_keyring(Arc::new(keyring));
         let store = self.store.clone();
         let rotated = tokio::task::spawn_blocking(move || store.rotate())

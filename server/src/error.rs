@@ -70,6 +70,8 @@ pub enum AdminError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the keyring lacks key(s) {0:?} that stored artifacts are encrypted with; keep them listed until rotation completes")]
+    KeysMissing(Vec<String>),
     #[error(transparent)]
     Stream(#[from] Status),
     #[error(transparent)]
@@ -87,6 +89,7 @@ impl From<AdminError> for Status {
         let code = match &e {
             AdminError::Upload(_) => Code::InvalidArgument,
             AdminError::TooLarge { .. } => Code::OutOfRange,
+            AdminError::KeysMissing(_) => Code::FailedPrecondition,
             AdminError::Io { source, .. } => io_code(source),
             AdminError::Stream(s) => return s.clone(),
             AdminError::Load(l) => load_code(l),

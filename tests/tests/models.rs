@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rankd_proto::admin::v1::{ActivateModelRequest, ListModelsRequest, RotateKeysRequest};
+use rankd_proto::admin::v1::{
+    ActivateModelRequest, GetModelRequest, ListModelsRequest, RotateKeysRequest,
+};
 use rankd_tests::{
     bundle_dir, copy_bundle, example_query, init, pack_bundle, rank_request, rewrite_manifest,
     update_sha, upload_dir, upload_messages, wait_until, write_keyring, NodeBuilder, ServingStatus,
@@ -389,4 +391,122 @@ async fn key_rotation_moves_every_artifact_to_the_new_primary() {
         .await
         .unwrap();
     assert_eq!(resp.into_inner().items.len(), 3);
+}
+
+#[tokio::test]
+async fn rotating_to_a_keyring_that_lacks_a_stored_key_is_refused_and_changes_nothing() {
+    init();
+    let site = Site::new();
+    let node = site.node().bundle(&bundle_dir()).start().await;
+    let fresh = tempfile::tempdir().unwrap();
+    write_keyring(&fresh.path().join("k.toml"), "new-key");
+    std::fs::copy(fresh.path().join("k.toml"), site.keyring()).unwrap();
+    let mut admin = node.admin_client().await;
+    let err = admin.rotate_keys(RotateKeysRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("site-key"), "{}", err.message());
+    tracing::info!("--- the node still opens its artifacts with the keyring it had");
+    admin
+        .activate_model(ActivateModelRequest {
+            name: "demo-ranker".into(),
+            version: "1".into(),
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn get_model_and_upload_limits() {
+    init();
+    let site = Site::new();
+    let node = site
+        .node()
+        .set("artifacts.max_upload_bytes", "1048576")
+        .start()
+        .await;
+    let mut admin = node.admin_client().await;
+    let err = upload_dir(&mut admin, &bundle_dir()).await.unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+    assert!(err.message().contains("1048576"), "{}", err.message());
+    let err = admin
+        .get_model(GetModelRequest {
+            name: "demo-ranker".into(),
+            version: "1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(site.staging_is_empty());
+}
+
+#[tokio::test]
+async fn the_scrub_quarantines_a_tampered_artifact_and_counts_it() {
+    init();
+    let site = Site::new();
+    let node = site
+        .node()
+        .bundle(&bundle_dir())
+        .set("artifacts.scrub_interval_s", "1")
+        .start()
+        .await;
+    let mut admin = node.admin_client().await;
+    let rec = admin
+        .get_model(GetModelRequest {
+            name: "demo-ranker".into(),
+            version: "1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rec.state, "ready");
+    wait_until("a clean scrub", Duration::from_secs(20), || async {
+        node.metric_value(r#"rankd_artifact_verifications_total{result="ok"}"#)
+            .await
+            .unwrap_or(0.0)
+            >= 1.0
+    })
+    .await;
+
+    tracing::info!("--- corrupt the artifact behind the node's back");
+    let path = site.data().join("artifacts").join(&rec.sha256);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[1000] ^= 0x80;
+    std::fs::write(&path, bytes).unwrap();
+    wait_until("the scrub to catch it", Duration::from_secs(20), || async {
+        node.metric_value(r#"rankd_artifact_verifications_total{result="failed"}"#)
+            .await
+            .unwrap_or(0.0)
+            >= 1.0
+    })
+    .await;
+    let rec = admin
+        .get_model(GetModelRequest {
+            name: "demo-ranker".into(),
+            version: "1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rec.state, "quarantined");
+    assert!(site.data().join("quarantine").join(&rec.sha256).exists());
+    assert!(node
+        .log()
+        .contains("failed verification and was quarantined"));
+    tracing::info!(
+        "--- the loaded model keeps serving; the quarantined copy is never loaded again"
+    );
+    let q = example_query();
+    node.rank_client()
+        .await
+        .rank(rank_request(&q.query, &q.candidates, 3))
+        .await
+        .unwrap();
+    let err = admin
+        .activate_model(ActivateModelRequest {
+            name: "demo-ranker".into(),
+            version: "1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DataLoss, "{err:?}");
 }
