@@ -23,7 +23,7 @@ pub struct AdminService {
     pub store: Arc<Store>,
     /// Re-read on key rotation.
     pub keyring_path: std::path::PathBuf,
-    pub backup_target: Option<std::path::PathBuf>,
+    pub backup_target: Option<String>,
     pub retain_versions: usize,
     pub node_id: String,
     pub slot: Arc<ModelSlot>,
@@ -177,7 +177,7 @@ impl AdminService {
         let dir = self.backup_target.as_ref().ok_or_else(|| {
             Status::failed_precondition("no backup target is configured (backup.target)")
         })?;
-        BackupTarget::local(dir).map_err(Status::from)
+        BackupTarget::open(dir).map_err(Status::from)
     }
 
     async fn rotate(&self) -> Result<pb::RotateKeysResponse, AdminError> {

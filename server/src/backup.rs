@@ -89,6 +89,40 @@ pub struct BackupTarget {
 }
 
 impl BackupTarget {
+    /// Opens `backup.target`: `s3://bucket/prefix` (S3 or an S3-compatible store;
+    /// credentials, region and endpoint from the usual `AWS_*` environment variables), or
+    /// a directory, optionally written `file:///path`.
+    pub fn open(target: &str) -> Result<BackupTarget, BackupError> {
+        if let Some(rest) = target.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let s3 = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .map_err(|source| BackupError::Target {
+                    target: target.to_string(),
+                    source,
+                })?;
+            let store: Arc<dyn ObjectStore> = if prefix.trim_matches('/').is_empty() {
+                Arc::new(s3)
+            } else {
+                Arc::new(object_store::prefix::PrefixStore::new(
+                    s3,
+                    prefix.trim_matches('/'),
+                ))
+            };
+            return Ok(BackupTarget {
+                name: target.to_string(),
+                store,
+            });
+        }
+        if let Some((scheme, _)) = target.split_once("://").filter(|(s, _)| *s != "file") {
+            return Err(BackupError::Restore(format!(
+                "backup target {target}: scheme {scheme:?} is not supported (use a directory, file:// or s3://)"
+            )));
+        }
+        BackupTarget::local(Path::new(target.strip_prefix("file://").unwrap_or(target)))
+    }
+
     /// A directory target (created if missing).
     pub fn local(dir: &Path) -> Result<BackupTarget, BackupError> {
         let name = dir.display().to_string();
@@ -346,4 +380,28 @@ fn manifest_path(id: &str, digest: bool) -> ObjPath {
         "backups/{id}/manifest.json{}",
         if digest { ".sha256" } else { "" }
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_each_kind_of_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("a");
+        BackupTarget::open(&plain.display().to_string()).unwrap();
+        assert!(plain.is_dir());
+        let url = format!("file://{}", dir.path().join("b").display());
+        BackupTarget::open(&url).unwrap();
+        assert!(dir.path().join("b").is_dir());
+        // Building an S3 client does no I/O; requests would use the AWS_* settings.
+        let s3 = BackupTarget::open("s3://rankd-backups/cluster-a/").unwrap();
+        assert_eq!(s3.name, "s3://rankd-backups/cluster-a/");
+        let err = BackupTarget::open("ftp://host/x").err().unwrap();
+        assert!(
+            err.to_string().contains("\"ftp\" is not supported"),
+            "{err}"
+        );
+    }
 }

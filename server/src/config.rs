@@ -80,8 +80,9 @@ pub struct ArtifactsConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackupConfig {
-    /// Directory that CreateBackup writes to; unset disables backups on this node.
-    pub target: Option<PathBuf>,
+    /// Where CreateBackup writes: a directory (or `file:///dir`), or `s3://bucket/prefix`
+    /// with credentials from the `AWS_*` environment. Unset disables backups on this node.
+    pub target: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

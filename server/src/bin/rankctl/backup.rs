@@ -56,7 +56,7 @@ pub async fn run(cmd: BackupCommand) -> Result<()> {
             target,
             data_dir,
         } => {
-            let target = BackupTarget::local(&target)?;
+            let target = BackupTarget::open(&target)?;
             let m = target
                 .restore(&id, &data_dir)
                 .await

@@ -86,9 +86,9 @@ enum BackupCommand {
     /// Restore a backup into an empty data directory (offline: no node involved).
     Restore {
         id: String,
-        /// The backup target directory.
+        /// The backup target: a directory, file:///dir or s3://bucket/prefix.
         #[arg(long)]
-        target: PathBuf,
+        target: String,
         #[arg(long)]
         data_dir: PathBuf,
     },
