@@ -24,6 +24,68 @@ pub struct Sealed {
     pub key_id: String,
 }
 
+/// An artifact being written to a temporary file beside its destination.
+struct Sealing {
+    tmp: TempPath,
+    dest: PathBuf,
+    key_id: String,
+    plain: Hashing<ArtifactWriter<Hashing<BufWriter<fs::File>>>>,
+}
+
+impl Sealing {
+    fn begin(
+        dest: &Path,
+        keyring: &Keyring,
+        name: &str,
+        version: &str,
+        segment_size: u32,
+    ) -> Result<Sealing, ArtifactError> {
+        let tmp = TempPath::beside(dest)?;
+        let file = fs::File::create(&tmp.0)
+            .map_err(ArtifactError::io(format!("creating {}", tmp.0.display())))?;
+        let out = Hashing::new(BufWriter::with_capacity(1 << 20, file));
+        let writer = ArtifactWriter::new(out, keyring, name, version, segment_size)?;
+        Ok(Sealing {
+            tmp,
+            dest: dest.to_path_buf(),
+            key_id: keyring.primary_id().to_string(),
+            plain: Hashing::new(writer),
+        })
+    }
+
+    /// Seals the last segment, fsyncs, renames into place and fsyncs the directory. With
+    /// `expected_plaintext`, a plaintext that hashes otherwise is refused before the rename.
+    fn commit(self, expected_plaintext: Option<&str>) -> Result<Sealed, ArtifactError> {
+        let (writer, _, plaintext_sha256) = self.plain.finish();
+        if let Some(expected) = expected_plaintext.filter(|e| **e != plaintext_sha256) {
+            return Err(ArtifactError::Checksum {
+                expected: expected.to_string(),
+                actual: plaintext_sha256,
+            });
+        }
+        let (out, _) = writer.finish()?;
+        let (buffered, size, sha256) = out.finish();
+        let file = buffered
+            .into_inner()
+            .map_err(|e| ArtifactError::io("flushing the artifact")(e.into_error()))?;
+        file.sync_all()
+            .map_err(ArtifactError::io("syncing the artifact"))?;
+        drop(file);
+        fs::rename(&self.tmp.0, &self.dest).map_err(ArtifactError::io(format!(
+            "renaming into {}",
+            self.dest.display()
+        )))?;
+        self.tmp.disarm();
+        sync_dir(&self.dest)?;
+        Ok(Sealed {
+            sha256,
+            plaintext_sha256,
+            size,
+            key_id: self.key_id,
+        })
+    }
+}
+
 /// Packs `files` from `bundle_dir`, encrypts them under the primary key and writes `dest`
 /// atomically: a temporary file beside it, fsync, rename, fsync of the directory. A crash
 /// or error leaves either the old `dest` or nothing, never a partial file.
@@ -36,34 +98,9 @@ pub fn seal_bundle(
     segment_size: u32,
     dest: &Path,
 ) -> Result<Sealed, ArtifactError> {
-    let tmp = TempPath::beside(dest)?;
-    let file = fs::File::create(&tmp.0)
-        .map_err(ArtifactError::io(format!("creating {}", tmp.0.display())))?;
-    let out = Hashing::new(BufWriter::with_capacity(1 << 20, file));
-    let writer = ArtifactWriter::new(out, keyring, name, version, segment_size)?;
-    let mut plain = Hashing::new(writer);
-    pack(bundle_dir, files, &mut plain)?;
-    let (writer, _, plaintext_sha256) = plain.finish();
-    let (out, _) = writer.finish()?;
-    let (buffered, size, sha256) = out.finish();
-    let file = buffered
-        .into_inner()
-        .map_err(|e| ArtifactError::io("flushing the artifact")(e.into_error()))?;
-    file.sync_all()
-        .map_err(ArtifactError::io("syncing the artifact"))?;
-    drop(file);
-    fs::rename(&tmp.0, dest).map_err(ArtifactError::io(format!(
-        "renaming into {}",
-        dest.display()
-    )))?;
-    tmp.disarm();
-    sync_dir(dest)?;
-    Ok(Sealed {
-        sha256,
-        plaintext_sha256,
-        size,
-        key_id: keyring.primary_id().to_string(),
-    })
+    let mut sealing = Sealing::begin(dest, keyring, name, version, segment_size)?;
+    pack(bundle_dir, files, &mut sealing.plain)?;
+    sealing.commit(None)
 }
 
 /// Checks the file's SHA-256 against `expected_sha256` (the recorded value) and only then
@@ -124,45 +161,9 @@ pub fn reseal(
         name,
         version,
     )?;
-    let tmp = TempPath::beside(dest)?;
-    let file = fs::File::create(&tmp.0)
-        .map_err(ArtifactError::io(format!("creating {}", tmp.0.display())))?;
-    let out = Hashing::new(BufWriter::with_capacity(1 << 20, file));
-    let mut plain = Hashing::new(ArtifactWriter::new(
-        out,
-        keyring,
-        name,
-        version,
-        segment_size,
-    )?);
-    io::copy(&mut reader, &mut plain).map_err(ArtifactError::from_io)?;
-    let (writer, _, plaintext_sha256) = plain.finish();
-    if plaintext_sha256 != expected_plaintext_sha256 {
-        return Err(ArtifactError::Checksum {
-            expected: expected_plaintext_sha256.to_string(),
-            actual: plaintext_sha256,
-        });
-    }
-    let (out, _) = writer.finish()?;
-    let (buffered, size, sha256) = out.finish();
-    let file = buffered
-        .into_inner()
-        .map_err(|e| ArtifactError::io("flushing the artifact")(e.into_error()))?;
-    file.sync_all()
-        .map_err(ArtifactError::io("syncing the artifact"))?;
-    drop(file);
-    fs::rename(&tmp.0, dest).map_err(ArtifactError::io(format!(
-        "renaming into {}",
-        dest.display()
-    )))?;
-    tmp.disarm();
-    sync_dir(dest)?;
-    Ok(Sealed {
-        sha256,
-        plaintext_sha256,
-        size,
-        key_id: keyring.primary_id().to_string(),
-    })
+    let mut sealing = Sealing::begin(dest, keyring, name, version, segment_size)?;
+    io::copy(&mut reader, &mut sealing.plain).map_err(ArtifactError::from_io)?;
+    sealing.commit(Some(expected_plaintext_sha256))
 }
 
 pub fn sha256_file(path: &Path) -> Result<String, ArtifactError> {
