@@ -35,6 +35,7 @@ mod metrics;
 mod node;
 mod paths;
 mod raw;
+mod site;
 mod tmpfs;
 mod upload;
 
@@ -51,6 +52,7 @@ pub use metrics::{http_get, HttpResponse, MetricsSnapshot};
 pub use node::Node;
 pub use paths::{bundle_dir, rankctl_bin, rankd_bin, test_device, workspace_root};
 pub use raw::{raw_rank_client, RawH2};
+pub use site::Site;
 pub use tmpfs::Tmpfs;
 pub use upload::{pack_bundle, upload_dir, upload_messages};
 

@@ -1,7 +1,7 @@
 //! Backups of the model store: full and incremental, verification that names a damaged
 //! file, and restores that refuse non-empty directories and incomplete backups.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
@@ -10,35 +10,14 @@ use rankd_proto::admin::v1::{
 };
 use rankd_tests::{
     bundle_dir, copy_bundle, example_query, init, rank_request, rankctl_bin, rewrite_manifest,
-    upload_dir, write_keyring, NodeBuilder, ServingStatus,
+    upload_dir, NodeBuilder, ServingStatus, Site,
 };
 use tonic::Code;
 
-struct Site {
-    dir: tempfile::TempDir,
-}
-
-impl Site {
-    fn new() -> Site {
-        let site = Site {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        write_keyring(&site.path("keyring.toml"), "site-key");
-        site
-    }
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-    fn node(&self, data: &str) -> NodeBuilder {
-        NodeBuilder::new()
-            .unset("model.bundle")
-            .set_str("data_dir", &self.path(data).display().to_string())
-            .set_str(
-                "artifacts.keyring",
-                &self.path("keyring.toml").display().to_string(),
-            )
-            .set_str("backup.target", &self.path("backups").display().to_string())
-    }
+/// A node on `data` of this site, backing up to the site's `backups` directory.
+fn backing_up(site: &Site, data: &str) -> NodeBuilder {
+    site.node_on(data)
+        .set_str("backup.target", &site.path("backups").display().to_string())
 }
 
 fn restore(target: &Path, id: &str, data_dir: &Path) -> Output {
@@ -55,7 +34,10 @@ fn restore(target: &Path, id: &str, data_dir: &Path) -> Output {
 async fn full_and_incremental_backups_verify_and_restore() {
     init();
     let site = Site::new();
-    let mut node = site.node("data").bundle(&bundle_dir()).start().await;
+    let mut node = backing_up(&site, "data")
+        .bundle(&bundle_dir())
+        .start()
+        .await;
     let mut admin = node.admin_client().await;
 
     tracing::info!("--- full backup of version 1");
@@ -111,7 +93,7 @@ async fn full_and_incremental_backups_verify_and_restore() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let node = site.node("restored").start().await;
+    let node = backing_up(&site, "restored").start().await;
     assert_eq!(node.health("").await, ServingStatus::Serving);
     let models = node
         .admin_client()
@@ -142,7 +124,10 @@ async fn full_and_incremental_backups_verify_and_restore() {
 async fn damaged_and_incomplete_backups_are_named_and_never_restored() {
     init();
     let site = Site::new();
-    let node = site.node("data").bundle(&bundle_dir()).start().await;
+    let node = backing_up(&site, "data")
+        .bundle(&bundle_dir())
+        .start()
+        .await;
     let mut admin = node.admin_client().await;
     let b = admin
         .create_backup(CreateBackupRequest { incremental: false })
@@ -208,7 +193,10 @@ async fn damaged_and_incomplete_backups_are_named_and_never_restored() {
 async fn without_a_target_backups_are_a_failed_precondition() {
     init();
     let site = Site::new();
-    let node = site.node("data").unset("backup.target").start().await;
+    let node = backing_up(&site, "data")
+        .unset("backup.target")
+        .start()
+        .await;
     let err = node
         .admin_client()
         .await

@@ -2,7 +2,7 @@
 //! activate; truncated uploads, conflicting versions, failing golden sets, tampered
 //! artifacts and wrong keys.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use rankd_proto::admin::v1::{
@@ -10,47 +10,9 @@ use rankd_proto::admin::v1::{
 };
 use rankd_tests::{
     bundle_dir, copy_bundle, example_query, init, pack_bundle, rank_request, rewrite_manifest,
-    update_sha, upload_dir, upload_messages, wait_until, write_keyring, NodeBuilder, ServingStatus,
+    update_sha, upload_dir, upload_messages, wait_until, write_keyring, ServingStatus, Site,
 };
 use tonic::Code;
-
-/// A data directory and keyring that outlive one node, for restart tests.
-struct Site {
-    dir: tempfile::TempDir,
-}
-
-impl Site {
-    fn new() -> Site {
-        let site = Site {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        write_keyring(&site.keyring(), "site-key");
-        site
-    }
-    fn keyring(&self) -> PathBuf {
-        self.dir.path().join("keyring.toml")
-    }
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-    /// A node on this site, with no bundle configured (it serves what the store holds).
-    fn node(&self) -> NodeBuilder {
-        NodeBuilder::new()
-            .unset("model.bundle")
-            .set_str("data_dir", &self.data().display().to_string())
-            .set_str("artifacts.keyring", &self.keyring().display().to_string())
-    }
-    fn staging_is_empty(&self) -> bool {
-        std::fs::read_dir(self.data().join("staging"))
-            .map(|d| d.count() == 0)
-            .unwrap_or(true)
-    }
-    fn artifact_files(&self) -> usize {
-        std::fs::read_dir(self.data().join("artifacts"))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    }
-}
 
 /// A copy of the demo bundle relabelled as `version`.
 fn bundle_version(dst: &Path, version: &str) {
