@@ -472,3 +472,30 @@ async fn the_scrub_quarantines_a_tampered_artifact_and_counts_it() {
         .unwrap_err();
     assert_eq!(err.code(), Code::DataLoss, "{err:?}");
 }
+
+#[tokio::test]
+async fn an_oversize_upload_chunk_is_out_of_range_and_leaves_nothing() {
+    init();
+    let site = Site::new();
+    let node = site.node().start().await;
+    let chunk = vec![0u8; 17 << 20];
+    let msgs = upload_messages("demo-ranker", "1", chunk.len() as u64, &[]);
+    let mut msgs = msgs;
+    msgs.push(rankd_proto::admin::v1::UploadModelRequest {
+        part: Some(rankd_proto::admin::v1::upload_model_request::Part::Chunk(
+            chunk,
+        )),
+    });
+    let err = node
+        .admin_client()
+        .await
+        .upload_model(futures::stream::iter(msgs))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+    wait_until("staging to empty", Duration::from_secs(10), || async {
+        site.staging_is_empty()
+    })
+    .await;
+    assert_eq!(site.artifact_files(), 0);
+}
