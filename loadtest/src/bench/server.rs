@@ -37,6 +37,22 @@ impl Drop for Rankd {
     }
 }
 
+fn write_keyring(path: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let key = rankd_artifact::Key::generate()?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    write!(
+        f,
+        "primary = \"bench\"\n[[keys]]\nid = \"bench\"\nkey = \"{}\"\n",
+        key.to_hex().as_str()
+    )?;
+    Ok(())
+}
+
 /// A scratch directory removed on drop (no extra dependency for one config file).
 struct TempDir(PathBuf);
 
@@ -52,10 +68,14 @@ fn start(args: &BenchArgs) -> Result<Rankd> {
     let dir = TempDir(dir);
     let config = dir.0.join("rankd.toml");
     let bundle = std::fs::canonicalize(&args.bundle)?;
+    // The node serves from its encrypted store: give it a private keyring and data dir.
+    let keyring = dir.0.join("keyring.toml");
+    write_keyring(&keyring)?;
+    let data = dir.0.join("data");
     std::fs::write(
         &config,
         format!(
-            "node_id = \"bench\"\n[server]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n\
+            "node_id = \"bench\"\ndata_dir = {data:?}\n[artifacts]\nkeyring = {keyring:?}\nscrub_interval_s = 0\n[server]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n\
              max_concurrent_requests = {conc}\nrequest_timeout_ms = 10000\nruntime_threads = {rt}\n\
              [model]\nbundle = {bundle:?}\ndevice = \"{dev}\"\nprecision = \"{prec}\"\ntorch_threads = {threads}\n\
              [batching]\nmax_batch_size = {batch}\nqueue_capacity = {queue}\n\
