@@ -251,36 +251,11 @@ fn scrub_env(cmd: &mut Command) {
     }
 }
 
-/// Writes a keyring (mode 0600) holding one fresh key named `id`, primary.
+/// Writes a keyring (mode 0600) holding one fresh key named `id`, primary, replacing any
+/// file already at `path` (tests swap keyrings between restarts).
 pub fn write_keyring(path: &Path, id: &str) {
-    use sha2::Digest;
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    static SEQ: AtomicUsize = AtomicUsize::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    // Test keys need only be distinct, not secret.
-    let seed = format!(
-        "{}-{}-{nanos}-{}",
-        std::process::id(),
-        id,
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    );
-    let key = hex::encode(sha2::Sha256::digest(seed.as_bytes()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .expect("creating a keyring");
-    write!(
-        f,
-        "primary = \"{id}\"\n[[keys]]\nid = \"{id}\"\nkey = \"{key}\"\n"
-    )
-    .expect("writing a keyring");
+    let _ = std::fs::remove_file(path);
+    rankd_artifact::keyring::write_new(path, id).expect("writing a keyring");
 }
 
 /// A TOML basic string. JSON string escapes are a subset of TOML's.

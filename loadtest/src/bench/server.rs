@@ -37,22 +37,6 @@ impl Drop for Rankd {
     }
 }
 
-fn write_keyring(path: &std::path::Path) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let key = rankd_artifact::Key::generate()?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    write!(
-        f,
-        "primary = \"bench\"\n[[keys]]\nid = \"bench\"\nkey = \"{}\"\n",
-        key.to_hex().as_str()
-    )?;
-    Ok(())
-}
-
 /// A scratch directory removed on drop (no extra dependency for one config file).
 struct TempDir(PathBuf);
 
@@ -70,7 +54,7 @@ fn start(args: &BenchArgs) -> Result<Rankd> {
     let bundle = std::fs::canonicalize(&args.bundle)?;
     // The node serves from its encrypted store: give it a private keyring and data dir.
     let keyring = dir.0.join("keyring.toml");
-    write_keyring(&keyring)?;
+    rankd_artifact::keyring::write_new(&keyring, "bench")?;
     let data = dir.0.join("data");
     std::fs::write(
         &config,

@@ -147,6 +147,37 @@ impl Keyring {
     }
 }
 
+/// Writes a new keyring file at `path` (mode 0600, never over an existing file) holding
+/// one fresh random key named `id`, primary, and checks it loads.
+pub fn write_new(path: &Path, id: &str) -> Result<(), ArtifactError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    check_id(id).map_err(|reason| ArtifactError::Keyring {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    let key = Key::generate()?;
+    let io = ArtifactError::io(format!("writing keyring {}", path.display()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(ArtifactError::io(format!(
+            "creating {} (an existing keyring is never overwritten)",
+            path.display()
+        )))?;
+    let text = Zeroizing::new(format!(
+        "# rankd keyring: the primary key encrypts, any listed key decrypts. Keep it mode 0600.\n\
+         primary = \"{id}\"\n\n[[keys]]\nid = \"{id}\"\nkey = \"{}\"\n",
+        key.to_hex().as_str()
+    ));
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(io)?;
+    Keyring::load(path).map(|_| ())
+}
+
 fn check_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > MAX_KEY_ID {
         return Err(format!("key id {id:?} must be 1..={MAX_KEY_ID} bytes"));
@@ -243,6 +274,17 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn writes_a_new_private_keyring_and_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.toml");
+        write_new(&path, "k1").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(Keyring::load(&path).unwrap().primary_id(), "k1");
+        assert!(write_new(&path, "k1").is_err());
     }
 
     #[test]
