@@ -143,14 +143,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     })
     // Upload chunks are a few MiB; the message limit only bounds one chunk.
     .max_decoding_message_size(16 << 20);
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(rankd_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection = reflection_builder()
         .build_v1()
         .map_err(|e| ConfigError::Load(format!("reflection: {e}")))?;
-    let reflection_alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(rankd_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection_alpha = reflection_builder()
         .build_v1alpha()
         .map_err(|e| ConfigError::Load(format!("reflection: {e}")))?;
 
@@ -308,6 +304,13 @@ async fn scrub_loop(
             }
         }
     }
+}
+
+/// Every service this node serves, for grpc.reflection v1 and v1alpha alike.
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(rankd_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
