@@ -4,7 +4,11 @@
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &["rankd/v1/ranker.proto", "rankd/admin/v1/admin.proto"];
+const PROTOS: &[&str] = &[
+    "rankd/v1/ranker.proto",
+    "rankd/admin/v1/admin.proto",
+    "rankd/peer/v1/peer.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");

@@ -17,6 +17,15 @@ pub mod admin {
     }
 }
 
+/// `rankd.peer.v1`: node-to-node traffic on the peer port (Raft, artifact replication,
+/// forwarded registry writes). Not a client API.
+#[allow(clippy::all, clippy::pedantic)]
+pub mod peer {
+    pub mod v1 {
+        tonic::include_proto!("rankd.peer.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every rankd `.proto`, for tonic-reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/rankd_descriptor.bin"));
