@@ -141,7 +141,10 @@ mod tests {
             election_timeout_max_ms: 300,
             ..RaftTiming::default()
         };
-        assert!(matches!(equal.validate(), Err(TimingError::ElectionRange { .. })));
+        assert!(matches!(
+            equal.validate(),
+            Err(TimingError::ElectionRange { .. })
+        ));
         let zero = RaftTiming {
             rpc_timeout_ms: 0,
             ..RaftTiming::default()

@@ -131,8 +131,13 @@ pub enum Rejection {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// Applied. `fence` is the activation the entry made (Promote, Rollback) or confirmed.
-    Applied { fence: Option<Fence> },
-    Rejected { reason: Rejection, message: String },
+    Applied {
+        fence: Option<Fence>,
+    },
+    Rejected {
+        reason: Rejection,
+        message: String,
+    },
 }
 
 impl Outcome {
@@ -151,16 +156,71 @@ impl Outcome {
 /// The replicated registry.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registry {
+    #[serde(with = "model_keyed")]
     pub versions: BTreeMap<ModelRef, VersionInfo>,
     /// Versions each node has verified, loaded and validated.
     pub ready: BTreeMap<NodeId, BTreeSet<ModelRef>>,
     /// The last failure each node reported per version (cleared by a later ReportReady).
+    #[serde(with = "failed_by_node")]
     pub failed: BTreeMap<NodeId, BTreeMap<ModelRef, String>>,
     pub active: Option<Fence>,
     pub previous: Option<Fence>,
     pub history: Vec<HistoryEntry>,
     /// Ids of removed nodes: never reused.
     pub forgotten: BTreeSet<NodeId>,
+}
+
+/// Serializes a map keyed by [`ModelRef`] as a sequence of `[key, value]` pairs: formats
+/// such as JSON only allow string map keys.
+mod model_keyed {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::ModelRef;
+
+    pub fn serialize<S: Serializer, V: Serialize>(
+        map: &BTreeMap<ModelRef, V>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, V: Deserialize<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<ModelRef, V>, D::Error> {
+        Ok(Vec::<(ModelRef, V)>::deserialize(d)?.into_iter().collect())
+    }
+}
+
+/// `Registry::failed`: the outer map (integer keys) as a map, each inner map as pairs.
+mod failed_by_node {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::ModelRef;
+    use crate::types::NodeId;
+
+    #[derive(Serialize)]
+    struct Ser<'a>(#[serde(with = "super::model_keyed")] &'a BTreeMap<ModelRef, String>);
+
+    #[derive(Deserialize)]
+    struct De(#[serde(with = "super::model_keyed")] BTreeMap<ModelRef, String>);
+
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<NodeId, BTreeMap<ModelRef, String>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_map(map.iter().map(|(n, f)| (n, Ser(f))))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<NodeId, BTreeMap<ModelRef, String>>, D::Error> {
+        let map = BTreeMap::<NodeId, De>::deserialize(d)?;
+        Ok(map.into_iter().map(|(n, De(f))| (n, f)).collect())
+    }
 }
 
 impl Registry {
@@ -170,7 +230,10 @@ impl Registry {
             Command::Register { info } => self.register(info),
             Command::ReportReady { node, model } => {
                 if !self.versions.contains_key(model) {
-                    return Outcome::reject(Rejection::NotFound, format!("{model} is not registered"));
+                    return Outcome::reject(
+                        Rejection::NotFound,
+                        format!("{model} is not registered"),
+                    );
                 }
                 self.ready.entry(*node).or_default().insert(model.clone());
                 if let Some(f) = self.failed.get_mut(node) {
@@ -247,7 +310,10 @@ impl Registry {
                 return Outcome::reject(Rejection::NotFound, format!("{model} is not registered"))
             }
             Some(v) if v.retired => {
-                return Outcome::reject(Rejection::FailedPrecondition, format!("{model} is retired"))
+                return Outcome::reject(
+                    Rejection::FailedPrecondition,
+                    format!("{model} is retired"),
+                )
             }
             Some(_) => {}
         }
@@ -272,7 +338,10 @@ impl Registry {
         if !missing.is_empty() {
             return Outcome::reject(
                 Rejection::FailedPrecondition,
-                format!("{model} is not ready on every required node: {}", missing.join("; ")),
+                format!(
+                    "{model} is not ready on every required node: {}",
+                    missing.join("; ")
+                ),
             );
         }
         Outcome::Applied {

@@ -17,7 +17,7 @@ use crate::backup::{BackupManifest, BackupTarget, Kind};
 use crate::error::AdminError;
 use crate::health::Readiness;
 use crate::metrics::{Metrics, ModelLabels};
-use crate::model::{load_stored, store_and_validate, Loaded, ModelSlot};
+use crate::model::{store_and_validate, Loaded, ModelSlot};
 
 pub struct AdminService {
     pub store: Arc<Store>,
@@ -31,6 +31,7 @@ pub struct AdminService {
     pub readiness: Readiness,
     pub metrics: Arc<Metrics>,
     pub max_upload_bytes: u64,
+    pub cluster: Arc<crate::cluster::Cluster>,
 }
 
 #[tonic::async_trait]
@@ -39,11 +40,12 @@ impl Admin for AdminService {
         &self,
         request: Request<Streaming<pb::UploadModelRequest>>,
     ) -> Result<Response<pb::UploadModelResponse>, Status> {
-        let record = self.upload(request.into_inner()).await.map_err(|e| {
+        let (record, loaded) = self.upload(request.into_inner()).await.map_err(|e| {
             tracing::warn!(error = %e, "upload refused");
             Status::from(e)
         })?;
         tracing::info!(name = %record.name, version = %record.version, sha256 = %record.sha256, "model stored");
+        self.register(&record, loaded).await.map_err(Status::from)?;
         self.collect_garbage();
         Ok(Response::new(pb::UploadModelResponse {
             model: Some(self.to_proto(&record)),
@@ -54,8 +56,10 @@ impl Admin for AdminService {
         &self,
         _: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
-        let models = self.store.list().iter().map(|r| self.to_proto(r)).collect();
-        Ok(Response::new(pb::ListModelsResponse { models }))
+        let state = self.cluster.read().await.map_err(Status::from)?;
+        Ok(Response::new(pb::ListModelsResponse {
+            models: self.list_registered(&state.registry),
+        }))
     }
 
     async fn get_model(
@@ -133,29 +137,84 @@ impl Admin for AdminService {
         request: Request<pb::ActivateModelRequest>,
     ) -> Result<Response<pb::ActivateModelResponse>, Status> {
         let req = request.into_inner();
-        let (store, engine) = (self.store.clone(), self.engine.clone());
-        let (name, version) = (req.name.clone(), req.version.clone());
-        let loaded =
-            tokio::task::spawn_blocking(move || load_stored(&store, &name, &version, &engine))
-                .await
-                .map_err(|e| Status::internal(format!("model loading thread failed: {e}")))?
-                .map_err(|e| Status::from(AdminError::Load(e)))?;
-        let load_seconds = loaded.load_seconds;
-        self.store
-            .set_active(&req.name, &req.version)
-            .map_err(|e| Status::from(AdminError::Load(e.into())))?;
-        install(&self.slot, &self.metrics, loaded);
-        self.readiness.set(true).await;
-        tracing::info!(name = %req.name, version = %req.version, load_seconds, "model activated");
-        self.collect_garbage();
+        let promoted = self
+            .promote(Request::new(pb::PromoteRequest {
+                name: req.name.clone(),
+                version: req.version.clone(),
+                requested_by: "ActivateModel".into(),
+                ..Default::default()
+            }))
+            .await?
+            .into_inner();
+        let load_seconds = self
+            .cluster
+            .local
+            .get(&rankd_raft::ModelRef::new(&req.name, &req.version))
+            .map_or(0.0, |l| l.load_seconds);
         let record = self
             .store
             .get(&req.name, &req.version)
             .map(|r| self.to_proto(&r));
+        tracing::info!(name = %req.name, version = %req.version, fence = ?promoted.fence, "model activated");
         Ok(Response::new(pb::ActivateModelResponse {
             model: record,
             load_seconds,
         }))
+    }
+
+    async fn promote(
+        &self,
+        request: Request<pb::PromoteRequest>,
+    ) -> Result<Response<pb::PromoteResponse>, Status> {
+        self.cluster_promote(request).await
+    }
+
+    async fn rollback(
+        &self,
+        request: Request<pb::RollbackRequest>,
+    ) -> Result<Response<pb::PromoteResponse>, Status> {
+        self.cluster_rollback(request).await
+    }
+
+    async fn history(
+        &self,
+        _: Request<pb::HistoryRequest>,
+    ) -> Result<Response<pb::HistoryResponse>, Status> {
+        let h = crate::cluster::admin_ops::history(&self.cluster)
+            .await
+            .map_err(Status::from)?;
+        Ok(Response::new(h))
+    }
+
+    async fn get_cluster_status(
+        &self,
+        _: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        self.cluster_status().await
+    }
+
+    async fn init_cluster(
+        &self,
+        request: Request<pb::InitClusterRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        crate::cluster::admin_ops::init(&self.cluster, request.into_inner())
+            .await
+            .map_err(Status::from)?;
+        self.cluster_status().await
+    }
+
+    async fn add_node(
+        &self,
+        request: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        self.cluster_add_node(request).await
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        self.cluster_remove_node(request).await
     }
 }
 
@@ -213,7 +272,7 @@ impl AdminService {
     async fn upload(
         &self,
         mut stream: Streaming<pb::UploadModelRequest>,
-    ) -> Result<ModelRecord, AdminError> {
+    ) -> Result<(ModelRecord, Loaded), AdminError> {
         let meta = match stream.message().await? {
             Some(pb::UploadModelRequest {
                 part: Some(Part::Metadata(m)),
@@ -279,7 +338,7 @@ impl AdminService {
             meta.uploaded_by.clone()
         };
         let stage_dir = staging.path().to_path_buf();
-        let (record, _validated) = tokio::task::spawn_blocking(move || -> Result<_, AdminError> {
+        let (record, validated) = tokio::task::spawn_blocking(move || -> Result<_, AdminError> {
             let dir = stage_dir.join("bundle");
             std::fs::create_dir(&dir).map_err(AdminError::io("staging the upload"))?;
             unpack_tar(&packed, &dir)?;
@@ -296,7 +355,7 @@ impl AdminService {
         .await
         .map_err(|e| AdminError::Upload(format!("validation thread failed: {e}")))??;
         drop(staging);
-        Ok(record)
+        Ok((record, validated))
     }
 
     fn to_proto(&self, r: &ModelRecord) -> pb::ModelRecord {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use rankd_kernels::{DeviceSpec, EngineConfig, Precision};
+use rankd_raft::RaftTiming;
 use serde::{Deserialize, Serialize};
 
 /// A configuration that cannot be used. The binary exits with code 64 on this.
@@ -35,6 +36,54 @@ pub struct Config {
     pub model: ModelConfig,
     pub batching: BatchingConfig,
     pub log: LogConfig,
+    pub cluster: ClusterConfig,
+    /// Consensus timing (heartbeat, election timeouts), validated against each other.
+    pub raft: RaftTiming,
+}
+
+/// How this node takes part in the replicated registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bootstrap {
+    /// A node with no Raft state makes itself a one-node cluster (the single-node setup:
+    /// `make run`, and an operator who never runs `rankctl cluster init`).
+    Single,
+    /// A node with no Raft state waits to be named in `rankctl cluster init` or added with
+    /// `rankctl cluster add-node`.
+    Join,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This node's Raft id: positive, unique in the cluster, never reused after removal.
+    pub id: u64,
+    /// Address of the peer port (Raft, artifact replication, forwarded writes).
+    pub peer_listen: SocketAddr,
+    /// `host:port` other nodes use to reach the peer port; empty: the bound peer address.
+    pub advertise_peer: String,
+    /// `host:port` clients are redirected to; empty: the bound `server.listen` address.
+    pub advertise_api: String,
+    pub bootstrap: Bootstrap,
+    /// A follower that has heard nothing from a leader for this long may have missed a
+    /// promotion: it reports NOT_SERVING until it hears from one again.
+    pub lag_timeout_ms: u64,
+    /// How long a promotion waits for every required node to report ready.
+    pub ready_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            id: 1,
+            peer_listen: SocketAddr::from(([127, 0, 0, 1], 50061)),
+            advertise_peer: String::new(),
+            advertise_api: String::new(),
+            bootstrap: Bootstrap::Single,
+            lag_timeout_ms: 3000,
+            ready_timeout_ms: 120_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,6 +196,8 @@ impl Default for Config {
             model: ModelConfig::default(),
             batching: BatchingConfig::default(),
             log: LogConfig::default(),
+            cluster: ClusterConfig::default(),
+            raft: RaftTiming::default(),
         }
     }
 }
@@ -325,6 +376,29 @@ impl Config {
         if self.log.level.trim().is_empty() {
             return bad("log.level", "must not be empty".into());
         }
+        let c = &self.cluster;
+        if c.id == 0 {
+            return bad("cluster.id", "must be positive".into());
+        }
+        if c.peer_listen == s.listen && c.peer_listen.port() != 0 {
+            return bad("cluster.peer_listen", "must differ from server.listen".into());
+        }
+        if c.lag_timeout_ms <= self.raft.election_timeout_max_ms {
+            return bad(
+                "cluster.lag_timeout_ms",
+                format!(
+                    "must exceed raft.election_timeout_max_ms ({}), or every election would \
+                     take followers out of service",
+                    self.raft.election_timeout_max_ms
+                ),
+            );
+        }
+        if c.ready_timeout_ms == 0 {
+            return bad("cluster.ready_timeout_ms", "must be positive".into());
+        }
+        if let Err(e) = self.raft.validate() {
+            return bad("raft", e.to_string());
+        }
         Ok(())
     }
 
@@ -393,6 +467,18 @@ mod tests {
         let mut c = Config::default();
         c.batching.max_queue_delay_us = 1_000_000;
         assert_eq!(invalid_field(&c), "batching.max_queue_delay_us");
+
+        let mut c = Config::default();
+        c.raft.heartbeat_interval_ms = 250;
+        assert_eq!(invalid_field(&c), "raft");
+
+        let mut c = Config::default();
+        c.cluster.lag_timeout_ms = 100;
+        assert_eq!(invalid_field(&c), "cluster.lag_timeout_ms");
+
+        let mut c = Config::default();
+        c.cluster.id = 0;
+        assert_eq!(invalid_field(&c), "cluster.id");
     }
 
     #[test]

@@ -116,6 +116,59 @@ impl From<crate::backup::BackupError> for Status {
     }
 }
 
+/// Why a registry operation (promotion, rollback, membership, a replicated read) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// This node cannot reach a leader. `leader` is the leader's client address, when known,
+    /// so a client can go there directly.
+    #[error("no leader reachable from this node{}", .leader.as_ref().map(|l| format!(" (leader at {l})")).unwrap_or_default())]
+    NoLeader { leader: Option<String> },
+    #[error("{message}")]
+    Rejected {
+        reason: rankd_raft::Rejection,
+        message: String,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Precondition(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("peer {peer}: {status}")]
+    Peer { peer: u64, status: Status },
+}
+
+impl From<ClusterError> for Status {
+    fn from(e: ClusterError) -> Status {
+        use rankd_raft::Rejection as R;
+        let code = match &e {
+            ClusterError::NoLeader { leader } => {
+                let mut status = Status::unavailable(e.to_string());
+                if let Some(addr) = leader.as_deref().and_then(|l| l.parse().ok()) {
+                    status.metadata_mut().insert(crate::cluster::LEADER_HEADER, addr);
+                }
+                return status;
+            }
+            ClusterError::Rejected { reason, .. } => match reason {
+                R::NotFound => Code::NotFound,
+                R::FailedPrecondition => Code::FailedPrecondition,
+                R::AlreadyExists => Code::AlreadyExists,
+            },
+            ClusterError::NotFound(_) => Code::NotFound,
+            ClusterError::Precondition(_) => Code::FailedPrecondition,
+            ClusterError::InvalidArgument(_) => Code::InvalidArgument,
+            ClusterError::Timeout(_) => Code::DeadlineExceeded,
+            ClusterError::Raft(_) => Code::Unavailable,
+            ClusterError::Peer { status, .. } => status.code(),
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
 /// A full disk is the operator's to fix, not a server bug.
 fn io_code(e: &std::io::Error) -> Code {
     if is_disk_full(e) {

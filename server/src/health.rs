@@ -1,6 +1,7 @@
 //! Readiness as probes see it: grpc.health.v1 for the node (`""`) and the Ranker service,
 //! mirrored in the `rankd_ready` metric.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rankd_proto::v1::ranker_server::RankerServer;
@@ -15,14 +16,25 @@ pub const RANKER_SERVICE: &str = <RankerServer<RankService> as tonic::server::Na
 pub struct Readiness {
     reporter: HealthReporter,
     metrics: Arc<Metrics>,
+    serving: Arc<AtomicBool>,
 }
 
 impl Readiness {
     pub fn new(reporter: HealthReporter, metrics: Arc<Metrics>) -> Readiness {
-        Readiness { reporter, metrics }
+        Readiness {
+            reporter,
+            metrics,
+            serving: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// What was last reported.
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Acquire)
     }
 
     pub async fn set(&self, serving: bool) {
+        self.serving.store(serving, Ordering::Release);
         let status = if serving {
             tonic_health::ServingStatus::Serving
         } else {

@@ -6,7 +6,9 @@
 //! `rankd_kernels::Ranker` → response.
 
 pub mod admin;
+pub mod admin_cluster;
 pub mod backup;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod health;

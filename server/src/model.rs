@@ -29,6 +29,9 @@ pub struct Loaded {
     pub ranker: Arc<dyn Ranker>,
     pub info: ModelInfo,
     pub load_seconds: f64,
+    /// `(term, log index)` of the registry entry that activated this version; `(0, 0)`
+    /// while it is only loaded, not active.
+    pub fence: (u64, u64),
 }
 
 impl Loaded {
@@ -38,6 +41,17 @@ impl Loaded {
             ranker,
             info,
             load_seconds,
+            fence: (0, 0),
+        }
+    }
+
+    /// The same loaded model under an activation's fence (shares the engine: no reload).
+    pub fn activated(&self, term: u64, index: u64) -> Loaded {
+        Loaded {
+            ranker: self.ranker.clone(),
+            info: self.info.clone(),
+            load_seconds: self.load_seconds,
+            fence: (term, index),
         }
     }
 }
@@ -67,6 +81,19 @@ impl ModelSlot {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .replace(model);
+        if let Some(old) = old {
+            *self.previous.write().unwrap_or_else(|p| p.into_inner()) = Some(old);
+        }
+    }
+
+    /// Stops serving: the registry names a version this node has not loaded yet, and
+    /// serving any other would break the fence.
+    pub fn clear(&self) {
+        let old = self
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(old) = old {
             *self.previous.write().unwrap_or_else(|p| p.into_inner()) = Some(old);
         }

@@ -7,19 +7,24 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rankd_artifact::{ArtifactError, Keyring, Store};
+use rankd_artifact::{ArtifactError, Keyring, ModelRecord, Store};
 use rankd_kernels::{EngineConfig, KernelError};
 use rankd_proto::admin::v1::admin_server::AdminServer;
+use rankd_proto::peer::v1::peer_server::PeerServer;
 use rankd_proto::v1::ranker_server::RankerServer;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
-use crate::admin::{install, AdminService};
-use crate::config::{Config, ConfigError};
+use crate::admin::AdminService;
+use crate::cluster::fetch::Reconciler;
+use crate::cluster::peer::PeerService;
+use crate::cluster::{Cluster, ClusterParts, LocalModels};
+use crate::config::{Bootstrap, Config, ConfigError};
+use crate::error::ClusterError;
 use crate::health::Readiness;
 use crate::metrics::{self, Metrics, Outcome};
-use crate::model::{load_stored, store_and_validate, LoadError, Loaded, ModelSlot};
+use crate::model::{store_and_validate, LoadError, Loaded, ModelSlot};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::service::RankService;
 use crate::stack::{serving_stack, StackConfig};
@@ -46,6 +51,8 @@ pub enum StartError {
     },
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("cluster: {0}")]
+    Cluster(#[from] ClusterError),
 }
 
 impl StartError {
@@ -60,6 +67,7 @@ impl StartError {
             } => 64,
             StartError::Model { .. } => 65,
             StartError::Bind { .. } => 69,
+            StartError::Cluster(_) => 65,
             StartError::Serve(_) => 1,
         }
     }
@@ -82,14 +90,81 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let store = Arc::new(store);
     let engine = cfg.engine();
     let slot = Arc::new(ModelSlot::new());
-    if let Some(loaded) = initial_model(&cfg, &store, &engine).await? {
-        install(&slot, &metrics, loaded);
-    }
+    let local = Arc::new(LocalModels::new(slot.clone(), metrics.clone()));
+    let single = cfg.cluster.bootstrap == Bootstrap::Single;
+    // A configured bundle is imported and validated before any port opens, so a bad one
+    // fails the start (exit 65) instead of leaving a node that never serves.
+    let initial = match (&cfg.model.bundle, single) {
+        (Some(dir), true) => Some(import_bundle(dir, &store, &engine).await?),
+        (Some(dir), false) => {
+            tracing::warn!(bundle = %dir.display(), "model.bundle is ignored with cluster.bootstrap = \"join\": upload and promote through the cluster instead");
+            None
+        }
+        _ => None,
+    };
 
     let grpc = bind(cfg.server.listen).await?;
     let metrics_listener = bind(cfg.server.metrics_listen).await?;
+    let peer_listener = bind(cfg.cluster.peer_listen).await?;
     let grpc_addr = local_addr(&grpc, cfg.server.listen)?;
     let metrics_addr = local_addr(&metrics_listener, cfg.server.metrics_listen)?;
+    let peer_addr = local_addr(&peer_listener, cfg.cluster.peer_listen)?;
+    let advertise = |given: &str, bound: SocketAddr| {
+        if given.is_empty() {
+            bound.to_string()
+        } else {
+            given.to_string()
+        }
+    };
+    let peer_ip = cfg.cluster.peer_listen.ip();
+    let (cluster, raft_service) = Cluster::start(ClusterParts {
+        id: cfg.cluster.id,
+        me: rankd_raft::PeerNode {
+            peer_addr: advertise(&cfg.cluster.advertise_peer, peer_addr),
+            api_addr: advertise(&cfg.cluster.advertise_api, grpc_addr),
+        },
+        timing: cfg.raft.clone(),
+        raft_path: cfg.data_dir.join("raft.redb"),
+        local: local.clone(),
+        lag_timeout: Duration::from_millis(cfg.cluster.lag_timeout_ms),
+        ready_timeout: Duration::from_millis(cfg.cluster.ready_timeout_ms),
+        local_ip: (!peer_ip.is_unspecified()).then_some(peer_ip),
+    })
+    .await?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let readiness = Readiness::new(health, metrics.clone());
+    readiness.set(false).await;
+    let (stop_background, background_stopped) = tokio::sync::watch::channel(false);
+    let peer_server = Server::builder()
+        .tcp_nodelay(true)
+        .add_service(raft_service.into_server())
+        .add_service(PeerServer::new(PeerService {
+            cluster: cluster.clone(),
+            store: store.clone(),
+            readiness: readiness.clone(),
+        }))
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(peer_listener).with_nodelay(Some(true)),
+            {
+                let mut stopped = background_stopped.clone();
+                async move {
+                    let _ = stopped.changed().await;
+                }
+            },
+        );
+    let peer_task = tokio::spawn(peer_server);
+    let reconcile_task = tokio::spawn(
+        Reconciler {
+            cluster: cluster.clone(),
+            store: store.clone(),
+            engine: engine.clone(),
+        }
+        .run(background_stopped.clone()),
+    );
+    if single {
+        start_single(&cluster, &store, initial).await?;
+    }
 
     let b = &cfg.batching;
     // The row budget follows the device the configured engine lands on.
@@ -126,9 +201,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         metrics.clone(),
     );
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    let mut readiness = Readiness::new(health, metrics.clone());
-    readiness.set(slot.current().is_some()).await;
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readiness_task = tokio::spawn(track_readiness(
+        cluster.clone(),
+        readiness.clone(),
+        draining.clone(),
+        background_stopped.clone(),
+    ));
+    let mut readiness = readiness;
     let admin = AdminServer::new(AdminService {
         store: store.clone(),
         keyring_path: cfg.artifacts.keyring.clone(),
@@ -140,6 +220,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         readiness: readiness.clone(),
         metrics: metrics.clone(),
         max_upload_bytes: cfg.artifacts.max_upload_bytes,
+        cluster: cluster.clone(),
     })
     // Upload chunks are a few MiB; the message limit only bounds one chunk.
     .max_decoding_message_size(16 << 20);
@@ -150,7 +231,6 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         .build_v1alpha()
         .map_err(|e| ConfigError::Load(format!("reflection: {e}")))?;
 
-    let (stop_background, background_stopped) = tokio::sync::watch::channel(false);
     let metrics_task = tokio::spawn(metrics::serve(metrics_listener, metrics.clone(), {
         let mut stopped = background_stopped.clone();
         async move {
@@ -159,6 +239,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     }));
     let scrub_task = tokio::spawn(scrub_loop(
         store.clone(),
+        cluster.clone(),
         metrics.clone(),
         Duration::from_secs(cfg.artifacts.scrub_interval_s),
         background_stopped,
@@ -188,7 +269,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         "serving");
     // One machine-readable line on stdout for supervisors and tests that bind port 0.
     println!(
-        "rankd: serving grpc={grpc_addr} metrics={metrics_addr} node={}",
+        "rankd: serving grpc={grpc_addr} metrics={metrics_addr} peer={peer_addr} node={}",
         cfg.node_id
     );
 
@@ -200,6 +281,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         drain_ms = cfg.server.drain_delay_ms,
         "shutdown requested: reporting NOT_SERVING and draining"
     );
+    draining.store(true, std::sync::atomic::Ordering::Release);
     readiness.set(false).await;
     tokio::select! {
         res = &mut server => return res.map_err(StartError::from),
@@ -221,6 +303,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let _ = stop_background.send(true);
     let _ = metrics_task.await;
     let _ = scrub_task.await;
+    let _ = readiness_task.await;
+    let _ = reconcile_task.await;
+    if let Err(e) = cluster.raft.shutdown().await {
+        tracing::warn!(error = %e, "raft did not shut down cleanly");
+    }
+    let _ = peer_task.await;
     // Every Rank call has returned or been abandoned; let the workers finish the queue.
     if let Ok(s) = Arc::try_unwrap(scheduler) {
         tokio::task::spawn_blocking(move || s.shutdown()).await.ok();
@@ -229,30 +317,17 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     Ok(())
 }
 
-/// The configured bundle, imported and activated; else the store's active version; else
-/// nothing. Loading parses files and runs the model, so it stays off the async workers.
-async fn initial_model(
-    cfg: &Config,
+/// Seals and validates the configured bundle into the store. Loading parses files and runs
+/// the model, so it stays off the async workers.
+async fn import_bundle(
+    dir: &std::path::Path,
     store: &Arc<Store>,
     engine: &EngineConfig,
-) -> Result<Option<Loaded>, StartError> {
-    let bundle = cfg.model.bundle.clone();
-    let what = match &bundle {
-        Some(dir) => format!("model bundle {}", dir.display()),
-        None => "active model".to_string(),
-    };
-    let (store, engine) = (store.clone(), engine.clone());
-    let loaded = tokio::task::spawn_blocking(move || -> Result<Option<Loaded>, LoadError> {
-        if let Some(dir) = bundle {
-            let (record, loaded) =
-                store_and_validate(&store, &dir, "rankd (model.bundle)", &engine)?;
-            store.set_active(&record.name, &record.version)?;
-            return Ok(Some(loaded));
-        }
-        match store.active() {
-            Some(active) => load_stored(&store, &active.name, &active.version, &engine).map(Some),
-            None => Ok(None),
-        }
+) -> Result<(ModelRecord, Loaded), StartError> {
+    let what = format!("model bundle {}", dir.display());
+    let (dir, store, engine) = (dir.to_path_buf(), store.clone(), engine.clone());
+    let (record, loaded) = tokio::task::spawn_blocking(move || {
+        store_and_validate(&store, &dir, "rankd (model.bundle)", &engine)
     })
     .await
     .map_err(|e| StartError::Model {
@@ -262,17 +337,108 @@ async fn initial_model(
         ))),
     })?
     .map_err(|source| StartError::Model { what, source })?;
-    if let Some(m) = &loaded {
-        tracing::info!(name = %m.info.name, version = %m.info.version, seconds = m.load_seconds,
-            "model verified, decrypted, loaded, warmed up and validated");
+    tracing::info!(name = %record.name, version = %record.version, seconds = loaded.load_seconds,
+        "model verified, decrypted, loaded, warmed up and validated");
+    Ok((record, loaded))
+}
+
+/// A single node: becomes its own cluster, promotes the configured bundle unless it is
+/// already active, and waits until it serves the registry's active version (if any), so
+/// the serving line means what it says.
+async fn start_single(
+    cluster: &Arc<Cluster>,
+    store: &Arc<Store>,
+    initial: Option<(ModelRecord, Loaded)>,
+) -> Result<(), StartError> {
+    cluster.bootstrap_single().await?;
+    let id = cluster.id;
+    cluster
+        .raft
+        .wait(Some(Duration::from_secs(30)))
+        .metrics(|m| m.current_leader == Some(id), "this node leads")
+        .await
+        .map_err(|e| ClusterError::Timeout(e.to_string()))?;
+    if let Some((record, loaded)) = initial {
+        let model = rankd_raft::ModelRef::new(&record.name, &record.version);
+        let active = cluster.applied().registry.active.clone();
+        if active.as_ref().map(|f| &f.model) != Some(&model) {
+            crate::admin_cluster::register(cluster, &record, loaded).await?;
+            let req = rankd_proto::admin::v1::PromoteRequest {
+                name: record.name.clone(),
+                version: record.version.clone(),
+                requested_by: "rankd (model.bundle)".into(),
+                ..Default::default()
+            };
+            crate::cluster::promote::promote(cluster, req).await?;
+            store
+                .set_active(&record.name, &record.version)
+                .map_err(|e| StartError::Model {
+                    what: "model store".into(),
+                    source: e.into(),
+                })?;
+        } else {
+            cluster.local.insert(model, Arc::new(loaded), &cluster.applied().registry);
+        }
     }
-    Ok(loaded)
+    let Some(active) = cluster.applied().registry.active.clone() else {
+        return Ok(());
+    };
+    let mut changes = cluster.subscribe();
+    let local = cluster.local.clone();
+    let loaded = tokio::time::timeout(Duration::from_secs(300), async {
+        loop {
+            if local.serves(Some(&active)) {
+                return;
+            }
+            local.wake.notify_one();
+            tokio::select! {
+                _ = changes.changed() => {}
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    })
+    .await;
+    if loaded.is_err() {
+        tracing::warn!(model = %active.model, "the active version is not loaded yet; serving NOT_SERVING until it is");
+    }
+    Ok(())
+}
+
+/// Keeps the health status true to the registry: SERVING only while this node serves the
+/// applied registry's active version, is not lagging, and is not draining.
+async fn track_readiness(
+    cluster: Arc<Cluster>,
+    readiness: Readiness,
+    draining: Arc<std::sync::atomic::AtomicBool>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut changes = cluster.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut last = None;
+    loop {
+        let serving = !draining.load(std::sync::atomic::Ordering::Acquire)
+            && cluster
+                .local
+                .serves(cluster.applied().registry.active.as_ref())
+            && !cluster.is_lagging();
+        if last != Some(serving) && !draining.load(std::sync::atomic::Ordering::Acquire) {
+            readiness.set(serving).await;
+            tracing::info!(serving, "readiness changed");
+            last = Some(serving);
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = changes.changed() => {}
+            _ = tick.tick() => {}
+        }
+    }
 }
 
 /// Re-verifies every stored artifact each `interval` (0 disables), with a metric and a log
 /// line per result.
 async fn scrub_loop(
     store: Arc<Store>,
+    cluster: Arc<Cluster>,
     metrics: Arc<Metrics>,
     interval: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -300,7 +466,8 @@ async fn scrub_loop(
                 tracing::info!(name = %r.model.name, version = %r.model.version, "scrub: artifact verified");
             } else {
                 tracing::error!(name = %r.model.name, version = %r.model.version, detail = %r.detail,
-                    "scrub: artifact failed verification and was quarantined");
+                    "scrub: artifact failed verification and was quarantined; fetching it again from a peer");
+                cluster.local.wake.notify_one();
             }
         }
     }

@@ -103,8 +103,8 @@ impl Ranker for RankService {
                 node_id: self.node_id.clone(),
                 fence: Some(Fence {
                     model_version: model.info.version.clone(),
-                    term: 0,
-                    index: 0,
+                    term: model.fence.0,
+                    index: model.fence.1,
                 }),
             }))
         }

@@ -1,0 +1,702 @@
+//! Unit tests for the registry state machine: every command's accepted and rejected paths,
+//! the no-change-on-rejection and determinism invariants, and the serde round trip a
+//! snapshot relies on.
+
+use super::*;
+
+const TERM: u64 = 3;
+
+fn m(version: &str) -> ModelRef {
+    ModelRef::new("ranker", version)
+}
+
+fn info(version: &str, plaintext: &str, origin: NodeId) -> VersionInfo {
+    VersionInfo {
+        model: m(version),
+        sha256: format!("sealed-{version}-{plaintext}"),
+        plaintext_sha256: plaintext.to_string(),
+        size: 1024,
+        key_id: "key-1".to_string(),
+        uploaded_by: "alice".to_string(),
+        uploaded_at: 1_700_000_000,
+        origin,
+        retired: false,
+    }
+}
+
+fn register(version: &str, origin: NodeId) -> Command {
+    Command::Register {
+        info: info(version, &format!("pt-{version}"), origin),
+    }
+}
+
+fn ready(node: NodeId, version: &str) -> Command {
+    Command::ReportReady {
+        node,
+        model: m(version),
+    }
+}
+
+fn failed(node: NodeId, version: &str, reason: &str) -> Command {
+    Command::ReportFailed {
+        node,
+        model: m(version),
+        reason: reason.to_string(),
+    }
+}
+
+fn promote(version: &str, expect: Option<&str>, required: &[NodeId]) -> Command {
+    Command::Promote {
+        model: m(version),
+        expect: expect.map(m),
+        required: required.to_vec(),
+        by: "bob".to_string(),
+        at_ms: 1_700_000_000_123,
+    }
+}
+
+fn rollback(expect: Option<&str>) -> Command {
+    Command::Rollback {
+        expect: expect.map(m),
+        by: "carol".to_string(),
+        at_ms: 1_700_000_999_000,
+    }
+}
+
+fn retire(version: &str) -> Command {
+    Command::Retire { model: m(version) }
+}
+
+fn fence(version: &str, index: u64) -> Fence {
+    Fence {
+        model: m(version),
+        term: TERM,
+        index,
+    }
+}
+
+/// A registry that applies commands at consecutive log indexes, like a follower would.
+struct Harness {
+    reg: Registry,
+    next: u64,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness {
+            reg: Registry::default(),
+            next: 1,
+        }
+    }
+
+    /// Applies `cmd` at the next index and returns the outcome.
+    fn apply(&mut self, cmd: Command) -> Outcome {
+        let index = self.next;
+        self.next += 1;
+        self.reg.apply(TERM, index, &cmd)
+    }
+
+    /// Applies `cmd` and asserts it was applied with no fence.
+    fn ok(&mut self, cmd: Command) {
+        let desc = format!("{cmd:?}");
+        assert_eq!(self.apply(cmd), Outcome::Applied { fence: None }, "{desc}");
+    }
+
+    /// Applies `cmd` and asserts it was applied with a fence; returns the fence.
+    fn fenced(&mut self, cmd: Command) -> Fence {
+        match self.apply(cmd) {
+            Outcome::Applied { fence: Some(f) } => f,
+            other => panic!("expected an applied fence, got {other:?}"),
+        }
+    }
+
+    /// Applies `cmd`, asserts it was rejected for `reason` and changed nothing; returns the
+    /// message.
+    fn rejected(&mut self, cmd: Command, reason: Rejection) -> String {
+        let before = self.reg.clone();
+        let out = self.apply(cmd);
+        assert_eq!(self.reg, before, "a rejected command changed the registry");
+        match out {
+            Outcome::Rejected { reason: r, message } => {
+                assert_eq!(r, reason, "message: {message}");
+                message
+            }
+            other => panic!("expected a {reason:?} rejection, got {other:?}"),
+        }
+    }
+}
+
+/// v1 and v2 registered, both ready on nodes 1 and 2, v1 promoted at index 5.
+fn with_v1_active() -> Harness {
+    let mut h = Harness::new();
+    h.ok(register("v1", 1));
+    h.ok(register("v2", 1));
+    h.ok(ready(1, "v1"));
+    h.ok(ready(2, "v1"));
+    assert_eq!(h.fenced(promote("v1", None, &[1, 2])), fence("v1", 5));
+    h.ok(ready(1, "v2"));
+    h.ok(ready(2, "v2"));
+    h
+}
+
+/// As [`with_v1_active`], then v2 promoted at index 8: active v2, previous v1.
+fn with_v2_active() -> Harness {
+    let mut h = with_v1_active();
+    assert_eq!(h.fenced(promote("v2", None, &[1, 2])), fence("v2", 8));
+    h
+}
+
+// --- Register ---
+
+#[test]
+fn register_records_the_version() {
+    let mut h = Harness::new();
+    h.ok(register("v1", 7));
+    let got = &h.reg.versions[&m("v1")];
+    assert_eq!(got, &info("v1", "pt-v1", 7));
+    assert_eq!(h.reg.versions.len(), 1);
+    assert!(h.reg.active.is_none());
+    assert!(h.reg.history.is_empty());
+}
+
+#[test]
+fn register_clears_a_proposed_retired_flag() {
+    let mut h = Harness::new();
+    let mut i = info("v1", "pt-v1", 1);
+    i.retired = true;
+    h.ok(Command::Register { info: i });
+    assert!(!h.reg.versions[&m("v1")].retired);
+}
+
+#[test]
+fn register_is_idempotent_for_the_same_content() {
+    let mut h = Harness::new();
+    h.ok(register("v1", 1));
+    let before = h.reg.clone();
+    // Same plaintext, even from another origin with a different sealed artifact: accepted
+    // and the first record is kept.
+    let mut again = info("v1", "pt-v1", 2);
+    again.sha256 = "resealed".to_string();
+    h.ok(Command::Register { info: again });
+    assert_eq!(h.reg, before);
+    assert_eq!(h.reg.versions[&m("v1")].origin, 1);
+}
+
+#[test]
+fn register_different_content_is_already_exists() {
+    let mut h = Harness::new();
+    h.ok(register("v1", 1));
+    let msg = h.rejected(
+        Command::Register {
+            info: info("v1", "other-content", 1),
+        },
+        Rejection::AlreadyExists,
+    );
+    assert!(msg.contains("ranker@v1"), "{msg}");
+    assert!(msg.contains("pt-v1"), "{msg}");
+    assert_eq!(h.reg.versions[&m("v1")].plaintext_sha256, "pt-v1");
+}
+
+#[test]
+fn register_of_a_retired_version_is_already_exists() {
+    let mut h = Harness::new();
+    h.ok(register("v1", 1));
+    h.ok(retire("v1"));
+    h.rejected(register("v1", 1), Rejection::AlreadyExists);
+    assert!(h.reg.versions[&m("v1")].retired);
+}
+
+#[test]
+fn same_version_string_under_another_name_is_a_different_model() {
+    let mut h = Harness::new();
+    h.ok(register("v1", 1));
+    h.ok(Command::Register {
+        info: VersionInfo {
+            model: ModelRef::new("other", "v1"),
+            ..info("v1", "different", 1)
+        },
+    });
+    assert_eq!(h.reg.versions.len(), 2);
+}
+
+// --- ReportReady / ReportFailed ---
+
+#[test]
+fn report_ready_for_unknown_version_is_not_found() {
+    let mut h = Harness::new();
+    h.ok(register("v1", 1));
+    let msg = h.rejected(ready(2, "nope"), Rejection::NotFound);
+    assert!(msg.contains("ranker@nope"), "{msg}");
+    assert!(!h.reg.is_ready(2, &m("nope")));
+    assert!(h.reg.ready.is_empty());
+}
+
+#[test]
+fn report_ready_marks_the_node_ready() {
+    let mut h = Harness::new();
+    h.ok(register("v1", 1));
+    assert!(!h.reg.is_ready(2, &m("v1")));
+    h.ok(ready(2, "v1"));
+    assert!(h.reg.is_ready(2, &m("v1")));
+    assert!(!h.reg.is_ready(1, &m("v1")));
+    // Reporting twice is harmless.
+    let before = h.reg.clone();
+    h.ok(ready(2, "v1"));
+    assert_eq!(h.reg, before);
+}
+
+#[test]
+fn report_failed_clears_ready_and_report_ready_clears_failed() {
+    let mut h = Harness::new();
+    h.ok(register("v1", 1));
+    h.ok(ready(2, "v1"));
+    h.ok(failed(2, "v1", "checksum mismatch"));
+    assert!(!h.reg.is_ready(2, &m("v1")));
+    assert_eq!(h.reg.failed[&2][&m("v1")], "checksum mismatch");
+    h.ok(ready(2, "v1"));
+    assert!(h.reg.is_ready(2, &m("v1")));
+    assert!(!h.reg.failed[&2].contains_key(&m("v1")));
+}
+
+#[test]
+fn report_failed_keeps_the_latest_reason() {
+    let mut h = Harness::new();
+    h.ok(register("v1", 1));
+    h.ok(failed(2, "v1", "first"));
+    h.ok(failed(2, "v1", "second"));
+    assert_eq!(h.reg.failed[&2][&m("v1")], "second");
+}
+
+// --- Promote ---
+
+#[test]
+fn promote_unknown_is_not_found() {
+    let mut h = Harness::new();
+    h.ok(register("v1", 1));
+    let msg = h.rejected(promote("nope", None, &[]), Rejection::NotFound);
+    assert!(msg.contains("ranker@nope"), "{msg}");
+    assert!(h.reg.active.is_none());
+}
+
+#[test]
+fn promote_with_a_required_node_not_ready_names_the_node() {
+    let mut h = Harness::new();
+    h.ok(register("v1", 1));
+    h.ok(ready(1, "v1"));
+    let msg = h.rejected(promote("v1", None, &[1, 42]), Rejection::FailedPrecondition);
+    assert!(msg.contains("ranker@v1"), "{msg}");
+    assert!(msg.contains("node 42"), "{msg}");
+    assert!(msg.contains("not ready"), "{msg}");
+    assert!(!msg.contains("node 1:"), "a ready node is named: {msg}");
+    assert!(h.reg.active.is_none());
+    assert!(h.reg.history.is_empty());
+}
+
+#[test]
+fn promote_rejection_gives_the_reported_failure_reason() {
+    let mut h = Harness::new();
+    h.ok(register("v1", 1));
+    h.ok(ready(1, "v1"));
+    h.ok(ready(2, "v1"));
+    h.ok(failed(2, "v1", "validation: ndcg dropped"));
+    h.ok(failed(3, "v2", "unrelated"));
+    let msg = h.rejected(
+        promote("v1", None, &[1, 2, 3]),
+        Rejection::FailedPrecondition,
+    );
+    assert!(msg.contains("node 2: validation: ndcg dropped"), "{msg}");
+    // Node 3 failed a different version: for v1 it is just not ready.
+    assert!(msg.contains("node 3: not ready"), "{msg}");
+    assert!(!msg.contains("unrelated"), "{msg}");
+}
+
+#[test]
+fn promote_with_all_required_ready_activates() {
+    let mut h = Harness::new();
+    h.ok(register("v1", 1));
+    h.ok(ready(1, "v1"));
+    h.ok(ready(2, "v1"));
+    let out = h.reg.apply(9, 17, &promote("v1", None, &[1, 2]));
+    let want = Fence {
+        model: m("v1"),
+        term: 9,
+        index: 17,
+    };
+    assert_eq!(
+        out,
+        Outcome::Applied {
+            fence: Some(want.clone())
+        }
+    );
+    assert_eq!(h.reg.active, Some(want));
+    assert_eq!(h.reg.previous, None);
+    assert_eq!(
+        h.reg.history,
+        vec![HistoryEntry {
+            action: "promote".to_string(),
+            by: "bob".to_string(),
+            at_ms: 1_700_000_000_123,
+            from: None,
+            to: m("v1"),
+            term: 9,
+            index: 17,
+        }]
+    );
+}
+
+#[test]
+fn promote_with_no_required_nodes_activates() {
+    let mut h = Harness::new();
+    h.ok(register("v1", 1));
+    assert_eq!(h.fenced(promote("v1", None, &[])), fence("v1", 2));
+}
+
+#[test]
+fn promote_moves_active_to_previous_and_appends_history() {
+    let h = with_v2_active();
+    assert_eq!(h.reg.active, Some(fence("v2", 8)));
+    assert_eq!(h.reg.previous, Some(fence("v1", 5)));
+    assert_eq!(h.reg.history.len(), 2);
+    let last = &h.reg.history[1];
+    assert_eq!(last.action, "promote");
+    assert_eq!(last.from, Some(m("v1")));
+    assert_eq!(last.to, m("v2"));
+    assert_eq!(last.by, "bob");
+    assert_eq!(last.at_ms, 1_700_000_000_123);
+    assert_eq!((last.term, last.index), (TERM, 8));
+    // The first entry is untouched: history is append-only.
+    assert_eq!(h.reg.history[0].to, m("v1"));
+    assert_eq!(h.reg.history[0].from, None);
+    assert_eq!(h.reg.history[0].index, 5);
+}
+
+#[test]
+fn promote_of_the_active_version_is_a_no_op() {
+    let mut h = with_v1_active();
+    let before = h.reg.clone();
+    // The existing fence comes back, not one for this entry's index.
+    assert_eq!(h.fenced(promote("v1", None, &[1, 2])), fence("v1", 5));
+    assert_eq!(h.reg, before);
+    assert_eq!(h.reg.history.len(), 1);
+    // Even when a required node is not ready (nothing is activated).
+    assert_eq!(h.fenced(promote("v1", Some("v1"), &[99])), fence("v1", 5));
+    assert_eq!(h.reg, before);
+}
+
+#[test]
+fn promote_expect_mismatch_names_both_versions() {
+    let mut h = with_v1_active();
+    let msg = h.rejected(
+        promote("v2", Some("v0"), &[1, 2]),
+        Rejection::FailedPrecondition,
+    );
+    assert!(msg.contains("ranker@v0"), "{msg}");
+    assert!(msg.contains("ranker@v1"), "{msg}");
+    assert_eq!(h.reg.active, Some(fence("v1", 5)));
+}
+
+#[test]
+fn promote_expect_with_nothing_active_names_none() {
+    let mut h = Harness::new();
+    h.ok(register("v1", 1));
+    let msg = h.rejected(
+        promote("v1", Some("v0"), &[]),
+        Rejection::FailedPrecondition,
+    );
+    assert!(msg.contains("ranker@v0"), "{msg}");
+    assert!(msg.contains("none"), "{msg}");
+}
+
+#[test]
+fn promote_expect_match_applies() {
+    let mut h = with_v1_active();
+    assert_eq!(h.fenced(promote("v2", Some("v1"), &[1, 2])), fence("v2", 8));
+    assert_eq!(h.reg.active, Some(fence("v2", 8)));
+    assert_eq!(h.reg.previous, Some(fence("v1", 5)));
+}
+
+#[test]
+fn promote_of_a_retired_version_is_refused() {
+    let mut h = with_v2_active();
+    h.ok(register("v3", 1));
+    h.ok(ready(1, "v3"));
+    h.ok(retire("v3"));
+    let msg = h.rejected(promote("v3", None, &[]), Rejection::FailedPrecondition);
+    assert!(msg.contains("ranker@v3"), "{msg}");
+    assert!(msg.contains("retired"), "{msg}");
+}
+
+// --- Rollback ---
+
+#[test]
+fn rollback_with_no_previous_is_refused() {
+    let mut h = Harness::new();
+    let msg = h.rejected(rollback(None), Rejection::FailedPrecondition);
+    assert!(msg.contains("no previous"), "{msg}");
+    // Still refused with one promotion only.
+    let mut h = with_v1_active();
+    h.rejected(rollback(None), Rejection::FailedPrecondition);
+    h.rejected(rollback(Some("v1")), Rejection::FailedPrecondition);
+}
+
+#[test]
+fn rollback_swaps_active_and_previous_with_a_new_fence() {
+    let mut h = with_v2_active();
+    assert_eq!(h.fenced(rollback(None)), fence("v1", 9));
+    assert_eq!(h.reg.active, Some(fence("v1", 9)));
+    assert_eq!(h.reg.previous, Some(fence("v2", 8)));
+    assert_eq!(h.reg.history.len(), 3);
+    assert_eq!(
+        h.reg.history[2],
+        HistoryEntry {
+            action: "rollback".to_string(),
+            by: "carol".to_string(),
+            at_ms: 1_700_000_999_000,
+            from: Some(m("v2")),
+            to: m("v1"),
+            term: TERM,
+            index: 9,
+        }
+    );
+    // A second rollback goes forward again, with yet another fence.
+    assert_eq!(h.fenced(rollback(Some("v1"))), fence("v2", 10));
+    assert_eq!(h.reg.previous, Some(fence("v1", 9)));
+    assert_eq!(h.reg.history.len(), 4);
+}
+
+#[test]
+fn rollback_expect_mismatch_is_refused() {
+    let mut h = with_v2_active();
+    let msg = h.rejected(rollback(Some("v1")), Rejection::FailedPrecondition);
+    assert!(msg.contains("ranker@v1"), "{msg}");
+    assert!(msg.contains("ranker@v2"), "{msg}");
+}
+
+// --- Retire ---
+
+#[test]
+fn retire_of_active_or_previous_is_refused() {
+    let mut h = with_v2_active();
+    let msg = h.rejected(retire("v2"), Rejection::FailedPrecondition);
+    assert!(msg.contains("ranker@v2"), "{msg}");
+    let msg = h.rejected(retire("v1"), Rejection::FailedPrecondition);
+    assert!(msg.contains("ranker@v1"), "{msg}");
+    assert!(!h.reg.versions[&m("v1")].retired);
+    assert!(!h.reg.versions[&m("v2")].retired);
+}
+
+#[test]
+fn retire_of_unknown_is_not_found() {
+    let mut h = with_v2_active();
+    h.rejected(retire("nope"), Rejection::NotFound);
+}
+
+#[test]
+fn retire_marks_retired_and_removes_from_ready_sets() {
+    let mut h = with_v2_active();
+    h.ok(register("v3", 1));
+    h.ok(ready(1, "v3"));
+    h.ok(ready(2, "v3"));
+    h.ok(ready(3, "v3"));
+    h.ok(retire("v3"));
+    assert!(h.reg.versions[&m("v3")].retired);
+    for node in [1, 2, 3] {
+        assert!(!h.reg.is_ready(node, &m("v3")), "node {node}");
+    }
+    // Other versions' readiness is untouched.
+    assert!(h.reg.is_ready(1, &m("v1")));
+    assert!(h.reg.is_ready(2, &m("v2")));
+    // The record stays (a retired version is still known), and active/previous stand.
+    assert!(h.reg.versions.contains_key(&m("v3")));
+    assert_eq!(h.reg.active, Some(fence("v2", 8)));
+}
+
+#[test]
+fn retire_a_version_no_longer_previous() {
+    // v1 -> v2 -> v3: v1 is neither active nor previous any more, so it can be retired.
+    let mut h = with_v2_active();
+    h.ok(register("v3", 1));
+    h.ok(ready(1, "v3"));
+    h.fenced(promote("v3", None, &[1]));
+    h.ok(retire("v1"));
+    assert!(h.reg.versions[&m("v1")].retired);
+    h.rejected(promote("v1", None, &[]), Rejection::FailedPrecondition);
+}
+
+// --- ForgetNode ---
+
+#[test]
+fn forget_node_records_the_id_and_drops_its_entries() {
+    let mut h = with_v1_active();
+    h.ok(failed(2, "v2", "oom"));
+    h.ok(failed(3, "v1", "disk full"));
+    h.ok(Command::ForgetNode { node: 2 });
+    assert!(h.reg.forgotten.contains(&2));
+    assert!(!h.reg.ready.contains_key(&2));
+    assert!(!h.reg.failed.contains_key(&2));
+    // Other nodes are untouched.
+    assert!(h.reg.is_ready(1, &m("v1")));
+    assert_eq!(h.reg.failed[&3][&m("v1")], "disk full");
+    assert!(!h.reg.forgotten.contains(&1));
+    // A forgotten node can no longer satisfy a promotion's requirement.
+    h.rejected(promote("v2", None, &[1, 2]), Rejection::FailedPrecondition);
+    // Forgetting twice is harmless.
+    let before = h.reg.clone();
+    h.ok(Command::ForgetNode { node: 2 });
+    assert_eq!(h.reg, before);
+}
+
+// --- holders ---
+
+#[test]
+fn holders_lists_the_origin_first_then_ready_nodes_without_duplicates() {
+    let mut h = Harness::new();
+    h.ok(register("v1", 5));
+    assert_eq!(h.reg.holders(&m("v1")), vec![5]);
+    h.ok(ready(9, "v1"));
+    h.ok(ready(2, "v1"));
+    h.ok(ready(5, "v1"));
+    h.ok(ready(7, "v1"));
+    h.ok(failed(7, "v1", "bad"));
+    // Origin first, then ready nodes in id order; the origin is not repeated and a node
+    // that reported a failure is not listed.
+    assert_eq!(h.reg.holders(&m("v1")), vec![5, 2, 9]);
+    assert!(h.reg.holders(&m("unknown")).is_empty());
+}
+
+#[test]
+fn holders_of_an_unregistered_version_is_empty() {
+    let h = with_v1_active();
+    assert_eq!(h.reg.holders(&m("v9")), Vec::<NodeId>::new());
+    assert_eq!(h.reg.holders(&m("v1")), vec![1, 2]);
+}
+
+// --- Invariants ---
+
+/// A sequence with accepted and rejected commands of every kind.
+fn script() -> Vec<Command> {
+    vec![
+        register("v1", 1),
+        register("v2", 2),
+        register("v3", 3),
+        Command::Register {
+            info: info("v1", "conflict", 1),
+        },
+        ready(1, "v1"),
+        ready(2, "v1"),
+        ready(3, "v1"),
+        ready(4, "nope"),
+        promote("v1", None, &[1, 2, 3]),
+        ready(1, "v2"),
+        failed(2, "v2", "load failed"),
+        promote("v2", None, &[1, 2]),
+        ready(2, "v2"),
+        promote("v2", Some("v0"), &[1, 2]),
+        promote("v2", Some("v1"), &[1, 2]),
+        rollback(Some("v2")),
+        promote("v1", None, &[1]),
+        retire("v2"),
+        retire("v3"),
+        promote("v3", None, &[]),
+        failed(3, "v3", "gone"),
+        Command::ForgetNode { node: 3 },
+        failed(1, "v3", "corrupt"),
+        rollback(None),
+    ]
+}
+
+#[test]
+fn applying_the_same_commands_gives_equal_registries() {
+    let mut a = Harness::new();
+    let mut b = Harness::new();
+    let mut outcomes = Vec::new();
+    for cmd in script() {
+        let oa = a.apply(cmd.clone());
+        let ob = b.apply(cmd);
+        assert_eq!(oa, ob);
+        outcomes.push(oa);
+    }
+    assert_eq!(a.reg, b.reg);
+    // The script exercised both accepted and rejected paths and activations.
+    assert!(outcomes
+        .iter()
+        .any(|o| matches!(o, Outcome::Rejected { .. })));
+    assert!(outcomes
+        .iter()
+        .any(|o| matches!(o, Outcome::Applied { fence: Some(_) })));
+    assert!(a.reg.history.len() >= 3);
+    assert!(!a.reg.forgotten.is_empty());
+}
+
+#[test]
+fn every_rejection_in_a_script_leaves_the_registry_unchanged() {
+    let mut h = Harness::new();
+    let mut rejections = 0;
+    for cmd in script() {
+        let before = h.reg.clone();
+        if let Outcome::Rejected { .. } = h.apply(cmd.clone()) {
+            rejections += 1;
+            assert_eq!(
+                h.reg, before,
+                "{cmd:?} was rejected but changed the registry"
+            );
+        }
+    }
+    assert!(rejections >= 4, "only {rejections} rejections");
+}
+
+#[test]
+fn serde_round_trip_of_a_populated_registry() {
+    let mut h = Harness::new();
+    for cmd in script() {
+        h.apply(cmd);
+    }
+    let reg = h.reg;
+    // Every map is populated, so the round trip covers every field.
+    assert!(!reg.versions.is_empty());
+    assert!(!reg.ready.is_empty());
+    assert!(reg.failed.values().any(|f| !f.is_empty()));
+    assert!(reg.active.is_some());
+    assert!(reg.previous.is_some());
+    assert!(!reg.history.is_empty());
+    assert!(!reg.forgotten.is_empty());
+    assert!(reg.versions.values().any(|v| v.retired));
+
+    let json = serde_json::to_string(&reg).expect("registry serializes to JSON");
+    let back: Registry = serde_json::from_str(&json).expect("registry deserializes");
+    assert_eq!(back, reg);
+    // And it stays stable: serializing the copy gives the same bytes.
+    assert_eq!(serde_json::to_string(&back).unwrap(), json);
+
+    let empty: Registry =
+        serde_json::from_str(&serde_json::to_string(&Registry::default()).unwrap()).unwrap();
+    assert_eq!(empty, Registry::default());
+}
+
+#[test]
+fn serde_round_trip_of_commands_and_outcomes() {
+    for cmd in script() {
+        let json = serde_json::to_string(&cmd).unwrap();
+        let back: Command = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, cmd);
+    }
+    let outcomes = [
+        Outcome::Applied { fence: None },
+        Outcome::Applied {
+            fence: Some(fence("v1", 4)),
+        },
+        Outcome::Rejected {
+            reason: Rejection::AlreadyExists,
+            message: "x".to_string(),
+        },
+    ];
+    for o in outcomes {
+        let back: Outcome = serde_json::from_str(&serde_json::to_string(&o).unwrap()).unwrap();
+        assert_eq!(back, o);
+    }
+}
+
+#[test]
+fn model_ref_displays_as_name_at_version() {
+    assert_eq!(m("v1").to_string(), "ranker@v1");
+}

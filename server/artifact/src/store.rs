@@ -363,6 +363,22 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets a quarantined version's record (its file stays in `quarantine/` for
+    /// inspection) so a verified copy can be stored in its place, even when it is the
+    /// active or previous version: the pointers name the version, not the file. Returns
+    /// whether a record was dropped; a ready record is never touched.
+    pub fn drop_quarantined(&self, name: &str, version: &str) -> Result<bool, StoreError> {
+        let mut m = self.lock();
+        let Some(pos) = m.models.iter().position(|r| {
+            r.name == name && r.version == version && r.state == RecordState::Quarantined
+        }) else {
+            return Ok(false);
+        };
+        m.models.remove(pos);
+        self.persist(&m)?;
+        Ok(true)
+    }
+
     /// Removes the oldest versions beyond the newest `retain` that are neither active nor
     /// previous (those two are never removed). Returns what was removed.
     pub fn gc(&self, retain: usize) -> Result<Vec<ModelRef>, StoreError> {

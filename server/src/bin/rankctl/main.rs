@@ -1,8 +1,11 @@
 //! `rankctl`: the operator's command line for a rankd node.
 
 mod backup;
+mod cluster;
+mod format;
 mod keys;
 mod models;
+mod promote;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -60,6 +63,27 @@ enum Command {
     /// Backups of a node's model store.
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// Cluster membership and status.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
+    /// Promote a stored version cluster-wide, following each node's readiness.
+    Promote(promote::PromoteArgs),
+    /// Switch the cluster back to the previous version.
+    Rollback {
+        /// Roll back only if this version is the active one.
+        #[arg(long, value_name = "CURRENT")]
+        expect: Option<String>,
+        /// Recorded in the history.
+        #[arg(long, env = "USER", default_value = "unknown")]
+        requested_by: String,
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        addr: String,
+    },
+    /// The cluster's promotions and rollbacks, oldest first.
+    History {
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        addr: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -162,6 +186,14 @@ async fn main() {
         Command::Keys(KeysCommand::Generate { out, id }) => keys::generate(&out, &id),
         Command::Keys(KeysCommand::Rotate { addr }) => models::rotate(&addr).await,
         Command::Backup(cmd) => backup::run(cmd).await,
+        Command::Cluster(cmd) => cluster::run(cmd).await,
+        Command::Promote(args) => promote::promote(args).await,
+        Command::Rollback {
+            expect,
+            requested_by,
+            addr,
+        } => promote::rollback(&addr, expect, requested_by).await,
+        Command::History { addr } => promote::history(&addr).await,
     };
     if let Err(e) = res {
         eprintln!("rankctl: {e:#}");

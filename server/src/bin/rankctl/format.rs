@@ -1,0 +1,380 @@
+//! Pure output formatting for the cluster commands: tables, JSON, fences, times.
+
+use std::time::Duration;
+
+use rankd_proto::admin::v1::{ClusterStatus, Fence, HistoryEntry, NodeStatus, PromoteResponse};
+use serde_json::{json, Value};
+
+pub fn fence_text(f: &Fence) -> String {
+    format!(
+        "{} {} (term {}, index {})",
+        f.model_name, f.model_version, f.term, f.index
+    )
+}
+
+/// The status as the table `cluster status` prints, summary lines first.
+pub fn render_status(s: &ClusterStatus) -> String {
+    let mut out = String::new();
+    let leader = if s.leader_id == 0 {
+        "none".to_string()
+    } else {
+        s.leader_id.to_string()
+    };
+    out.push_str(&format!("leader {leader}, term {}\n", s.term));
+    let active = s.active.as_ref().map_or("none".to_string(), fence_text);
+    out.push_str(&format!("active   {active}\n"));
+    out.push_str(&format!("previous {}\n", or_dash(&s.previous_version)));
+    if !s.removed_ids.is_empty() {
+        let ids: Vec<String> = s.removed_ids.iter().map(u64::to_string).collect();
+        out.push_str(&format!("removed  {}\n", ids.join(", ")));
+    }
+    out.push('\n');
+    let rows: Vec<Vec<String>> = s.nodes.iter().map(node_row).collect();
+    out.push_str(&table(NODE_COLUMNS, &rows));
+    for n in &s.nodes {
+        for st in n.stages.iter().filter(|st| st.stage != "ready") {
+            let detail = if st.detail.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", st.detail)
+            };
+            out.push_str(&format!(
+                "node {}: {} {} {}{detail}\n",
+                n.id, st.name, st.version, st.stage
+            ));
+        }
+    }
+    out
+}
+
+/// Header and whether the column is right-aligned (numbers).
+const NODE_COLUMNS: &[(&str, bool)] = &[
+    ("id", true),
+    ("api", false),
+    ("role", false),
+    ("voter", false),
+    ("term", true),
+    ("commit", true),
+    ("applied", true),
+    ("active", false),
+    ("loaded", false),
+    ("health", false),
+];
+
+fn node_row(n: &NodeStatus) -> Vec<String> {
+    vec![
+        n.id.to_string(),
+        n.api_addr.clone(),
+        n.role.clone(),
+        if n.voter { "yes" } else { "no" }.to_string(),
+        n.term.to_string(),
+        n.commit_index.to_string(),
+        n.applied_index.to_string(),
+        or_dash(&n.active_version).to_string(),
+        or_dash(&n.loaded_versions.join(",")).to_string(),
+        n.health.clone(),
+    ]
+}
+
+pub fn or_dash(s: &str) -> &str {
+    if s.is_empty() {
+        "-"
+    } else {
+        s
+    }
+}
+
+/// A plain-text table: columns as wide as their widest cell, two spaces apart.
+pub fn table(columns: &[(&str, bool)], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = columns.iter().map(|(h, _)| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut text = String::new();
+        for (i, cell) in cells.enumerate() {
+            let (w, right) = (widths.get(i).copied().unwrap_or(0), columns[i].1);
+            if i > 0 {
+                text.push_str("  ");
+            }
+            if right {
+                text.push_str(&format!("{cell:>w$}"));
+            } else {
+                text.push_str(&format!("{cell:<w$}"));
+            }
+        }
+        text.truncate(text.trim_end().len());
+        text.push('\n');
+        text
+    };
+    let mut out = line(&mut columns.iter().map(|(h, _)| *h));
+    for row in rows {
+        out.push_str(&line(
+            &mut row.iter().take(columns.len()).map(String::as_str),
+        ));
+    }
+    out
+}
+
+fn fence_json(f: &Fence) -> Value {
+    json!({
+        "model_name": f.model_name,
+        "model_version": f.model_version,
+        "term": f.term,
+        "index": f.index,
+    })
+}
+
+/// The whole response, field for field (prost messages do not implement Serialize).
+pub fn status_json(s: &ClusterStatus) -> Value {
+    let nodes: Vec<Value> = s
+        .nodes
+        .iter()
+        .map(|n| {
+            let stages: Vec<Value> = n
+                .stages
+                .iter()
+                .map(|st| {
+                    json!({
+                        "name": st.name,
+                        "version": st.version,
+                        "stage": st.stage,
+                        "detail": st.detail,
+                    })
+                })
+                .collect();
+            json!({
+                "id": n.id,
+                "api_addr": n.api_addr,
+                "peer_addr": n.peer_addr,
+                "role": n.role,
+                "voter": n.voter,
+                "term": n.term,
+                "commit_index": n.commit_index,
+                "applied_index": n.applied_index,
+                "active_version": n.active_version,
+                "loaded_versions": n.loaded_versions,
+                "health": n.health,
+                "stages": stages,
+                "activated_at_ms": n.activated_at_ms,
+                "activated_index": n.activated_index,
+            })
+        })
+        .collect();
+    json!({
+        "leader_id": s.leader_id,
+        "term": s.term,
+        "active": s.active.as_ref().map(fence_json),
+        "previous_version": s.previous_version,
+        "nodes": nodes,
+        "removed_ids": s.removed_ids,
+    })
+}
+
+/// The committed fence, timings, and the members that were not ready.
+pub fn outcome(verb: &str, resp: &PromoteResponse, elapsed: Duration) -> String {
+    let fence = resp
+        .fence
+        .as_ref()
+        .map_or("(no fence returned)".to_string(), fence_text);
+    let mut out = format!(
+        "{verb} {fence} in {:.0} ms; commit {:.1} ms after the last ready\n",
+        elapsed.as_secs_f64() * 1e3,
+        resp.commit_ms
+    );
+    for n in &resp.not_ready {
+        out.push_str(&format!(
+            "not ready: node {}: {}\n",
+            n.id,
+            or_dash(&n.reason)
+        ));
+    }
+    out
+}
+
+const HISTORY_COLUMNS: &[(&str, bool)] = &[
+    ("index", true),
+    ("term", true),
+    ("action", false),
+    ("model", false),
+    ("from", false),
+    ("to", false),
+    ("by", false),
+    ("time", false),
+];
+
+pub fn history_table(entries: &[HistoryEntry]) -> String {
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.index.to_string(),
+                e.term.to_string(),
+                e.action.clone(),
+                or_dash(&e.model_name).to_string(),
+                or_dash(&e.from_version).to_string(),
+                or_dash(&e.to_version).to_string(),
+                or_dash(&e.by).to_string(),
+                rfc3339_utc(e.at_ms),
+            ]
+        })
+        .collect();
+    table(HISTORY_COLUMNS, &rows)
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 UTC, to the second:
+/// `2026-11-27T00:00:00Z`.
+pub fn rfc3339_utc(at_ms: u64) -> String {
+    let secs = at_ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar
+/// (H. Hinnant's `civil_from_days`, for non-negative day counts).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468; // days since 0000-03-01
+    let era = z / 146_097;
+    let doe = z % 146_097; // [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365], from March 1
+    let mp = (5 * doy + 2) / 153; // [0, 11], March = 0
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rankd_proto::admin::v1::{NodeNotReady, VersionStage};
+
+    #[test]
+    fn formats_known_epochs() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_utc(999), "1970-01-01T00:00:00Z");
+        // `date -u -d @1795737600` → Fri Nov 27 00:00:00 UTC 2026
+        assert_eq!(rfc3339_utc(1_795_737_600_000), "2026-11-27T00:00:00Z");
+        assert_eq!(rfc3339_utc(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339_utc(1_709_164_800_000), "2024-02-29T00:00:00Z");
+        assert_eq!(rfc3339_utc(4_107_542_399_000), "2100-02-28T23:59:59Z");
+        assert_eq!(rfc3339_utc(1_700_000_000_123), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339_utc(946_684_799_000), "1999-12-31T23:59:59Z");
+    }
+
+    fn sample() -> ClusterStatus {
+        ClusterStatus {
+            leader_id: 1,
+            term: 3,
+            active: Some(Fence {
+                model_name: "demo-ranker".into(),
+                model_version: "2".into(),
+                term: 3,
+                index: 17,
+            }),
+            previous_version: "1".into(),
+            nodes: vec![NodeStatus {
+                id: 1,
+                api_addr: "127.0.0.1:50051".into(),
+                role: "leader".into(),
+                voter: true,
+                term: 3,
+                commit_index: 17,
+                applied_index: 17,
+                active_version: "2".into(),
+                loaded_versions: vec!["1".into(), "2".into()],
+                health: "SERVING".into(),
+                stages: vec![VersionStage {
+                    name: "demo-ranker".into(),
+                    version: "3".into(),
+                    stage: "failed".into(),
+                    detail: "golden mismatch".into(),
+                }],
+                ..Default::default()
+            }],
+            removed_ids: vec![4],
+        }
+    }
+
+    #[test]
+    fn renders_status_table() {
+        let text = render_status(&sample());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "leader 1, term 3");
+        assert_eq!(lines[1], "active   demo-ranker 2 (term 3, index 17)");
+        assert_eq!(lines[2], "previous 1");
+        assert_eq!(lines[3], "removed  4");
+        assert_eq!(
+            lines[5],
+            "id  api              role    voter  term  commit  applied  active  loaded  health"
+        );
+        assert_eq!(
+            lines[6],
+            " 1  127.0.0.1:50051  leader  yes       3      17       17  2       1,2     SERVING"
+        );
+        assert_eq!(lines[7], "node 1: demo-ranker 3 failed (golden mismatch)");
+    }
+
+    #[test]
+    fn status_json_has_every_field() {
+        let v = status_json(&sample());
+        assert_eq!(v["active"]["index"], 17);
+        assert_eq!(v["nodes"][0]["loaded_versions"][1], "2");
+        assert_eq!(v["nodes"][0]["stages"][0]["stage"], "failed");
+        assert_eq!(v["removed_ids"][0], 4);
+        let none = status_json(&ClusterStatus::default());
+        assert!(none["active"].is_null());
+    }
+
+    #[test]
+    fn outcome_names_fence_and_stragglers() {
+        let resp = PromoteResponse {
+            fence: Some(Fence {
+                model_name: "demo-ranker".into(),
+                model_version: "2".into(),
+                term: 3,
+                index: 17,
+            }),
+            not_ready: vec![NodeNotReady {
+                id: 3,
+                reason: "unreachable".into(),
+            }],
+            commit_ms: 4.31,
+        };
+        assert_eq!(
+            outcome("promoted", &resp, Duration::from_millis(812)),
+            "promoted demo-ranker 2 (term 3, index 17) in 812 ms; commit 4.3 ms after the last ready\n\
+             not ready: node 3: unreachable\n"
+        );
+    }
+
+    #[test]
+    fn history_rows() {
+        let e = HistoryEntry {
+            action: "promote".into(),
+            by: "ops".into(),
+            at_ms: 1_795_737_600_000,
+            from_version: "1".into(),
+            to_version: "2".into(),
+            model_name: "demo".into(),
+            term: 3,
+            index: 17,
+        };
+        let text = history_table(&[e]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "index  term  action   model  from  to  by   time");
+        assert_eq!(
+            lines[1],
+            "   17     3  promote  demo   1     2   ops  2026-11-27T00:00:00Z"
+        );
+    }
+}

@@ -1,0 +1,197 @@
+//! The versions this node holds in memory, what it is doing about each, and the registry
+//! apply hook that switches the serving slot.
+//!
+//! The switch happens inside the apply of the Promote or Rollback entry, so every node
+//! switches at the same point of the log and the time between nodes switching is only
+//! the replication delay. It is a pointer swap: the version must already be loaded. A
+//! node that has not loaded it (it was down, or is still fetching) stops serving instead
+//! and the reconciler installs the version once loaded.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use rankd_raft::registry::Registry;
+use rankd_raft::state_machine::ApplyHook;
+use rankd_raft::types::LogId;
+use rankd_raft::{Command, Fence, ModelRef, Outcome};
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::Metrics;
+use crate::model::{Loaded, ModelSlot};
+
+/// Where this node is with one version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Fetching,
+    Verifying,
+    Loading,
+    Validating,
+    Ready,
+    Failed,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Fetching => "fetching",
+            Stage::Verifying => "verifying",
+            Stage::Loading => "loading",
+            Stage::Validating => "validating",
+            Stage::Ready => "ready",
+            Stage::Failed => "failed",
+        }
+    }
+}
+
+/// When this node last switched its active version.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activation {
+    pub model: Option<ModelRef>,
+    pub term: u64,
+    pub index: u64,
+    /// Wall clock (ms since the epoch) at the switch.
+    pub at_ms: u64,
+}
+
+pub struct LocalModels {
+    slot: Arc<ModelSlot>,
+    metrics: Arc<Metrics>,
+    loaded: Mutex<BTreeMap<ModelRef, Arc<Loaded>>>,
+    stages: Mutex<BTreeMap<ModelRef, (Stage, String)>>,
+    activation: Mutex<Activation>,
+    /// Wakes the reconciler (a registry change it must act on, or a scrub result).
+    pub wake: tokio::sync::Notify,
+}
+
+impl LocalModels {
+    pub fn new(slot: Arc<ModelSlot>, metrics: Arc<Metrics>) -> LocalModels {
+        LocalModels {
+            slot,
+            metrics,
+            loaded: Mutex::new(BTreeMap::new()),
+            stages: Mutex::new(BTreeMap::new()),
+            activation: Mutex::new(Activation::default()),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub fn slot(&self) -> &Arc<ModelSlot> {
+        &self.slot
+    }
+
+    pub fn get(&self, model: &ModelRef) -> Option<Arc<Loaded>> {
+        lock(&self.loaded).get(model).cloned()
+    }
+
+    pub fn loaded_versions(&self) -> Vec<ModelRef> {
+        lock(&self.loaded).keys().cloned().collect()
+    }
+
+    /// Keeps `loaded` for `model`. If the registry already names it active (the node was
+    /// behind), installs it now.
+    pub fn insert(&self, model: ModelRef, loaded: Arc<Loaded>, registry: &Registry) {
+        self.set_stage(&model, Stage::Ready, "");
+        lock(&self.loaded).insert(model, loaded);
+        self.sync_active(registry.active.as_ref());
+    }
+
+    /// Drops every loaded version not in `keep`.
+    pub fn retain(&self, keep: &[ModelRef]) {
+        lock(&self.loaded).retain(|m, _| keep.contains(m));
+    }
+
+    pub fn set_stage(&self, model: &ModelRef, stage: Stage, detail: impl Into<String>) {
+        lock(&self.stages).insert(model.clone(), (stage, detail.into()));
+    }
+
+    pub fn stage(&self, model: &ModelRef) -> Option<(Stage, String)> {
+        lock(&self.stages).get(model).cloned()
+    }
+
+    pub fn stages(&self) -> Vec<(ModelRef, Stage, String)> {
+        lock(&self.stages)
+            .iter()
+            .map(|(m, (s, d))| (m.clone(), *s, d.clone()))
+            .collect()
+    }
+
+    pub fn activation(&self) -> Activation {
+        lock(&self.activation).clone()
+    }
+
+    /// Whether the slot serves exactly the registry's active version under its fence.
+    pub fn serves(&self, active: Option<&Fence>) -> bool {
+        match (self.slot.current(), active) {
+            (Some(cur), Some(f)) => {
+                cur.info.name == f.model.name
+                    && cur.info.version == f.model.version
+                    && cur.fence == (f.term, f.index)
+            }
+            _ => false,
+        }
+    }
+
+    /// Makes the slot match `active`: install it if loaded, else serve nothing.
+    pub fn sync_active(&self, active: Option<&Fence>) {
+        if self.serves(active) {
+            return;
+        }
+        let Some(fence) = active else {
+            self.slot.clear();
+            return;
+        };
+        match self.get(&fence.model) {
+            Some(loaded) => {
+                crate::admin::install(
+                    &self.slot,
+                    &self.metrics,
+                    loaded.activated(fence.term, fence.index),
+                );
+                *lock(&self.activation) = Activation {
+                    model: Some(fence.model.clone()),
+                    term: fence.term,
+                    index: fence.index,
+                    at_ms: super::now_ms(),
+                };
+                tracing::info!(model = %fence.model, term = fence.term, index = fence.index,
+                    "switched to the registry's active version");
+            }
+            None => {
+                if self.slot.current().is_some() {
+                    tracing::warn!(model = %fence.model,
+                        "the registry's active version is not loaded here yet: not serving until it is");
+                }
+                self.slot.clear();
+            }
+        }
+    }
+}
+
+impl ApplyHook for LocalModels {
+    fn applied(
+        &self,
+        registry: &Registry,
+        _log_id: &LogId,
+        command: Option<&Command>,
+        outcome: &Outcome,
+    ) {
+        match (command, outcome) {
+            (
+                Some(Command::Promote { .. } | Command::Rollback { .. }),
+                Outcome::Applied { .. },
+            ) => self.sync_active(registry.active.as_ref()),
+            (Some(Command::Register { .. } | Command::Retire { .. }), _) => self.wake.notify_one(),
+            _ => {}
+        }
+    }
+
+    fn reset(&self, registry: &Registry) {
+        self.sync_active(registry.active.as_ref());
+        self.wake.notify_one();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
