@@ -15,7 +15,7 @@ CONFIG ?= deploy/rankd.toml
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test build build-debug model venv bench bench-gpu fmt lint clean
+.PHONY: run test build build-debug model venv bench bench-gpu fmt lint clean cluster cluster-down
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: deploy/requirements.txt
@@ -48,6 +48,14 @@ run: model build
 	@echo "  target/release/rankctl health --addr http://127.0.0.1:50051"
 	@echo
 	exec target/release/rankd serve --config $(CONFIG)
+
+# A local 3-node cluster (deploy/cluster/), formed, with the demo model uploaded and promoted.
+cluster: model build
+	$(MAKE) --no-print-directory $(KEYRING)
+	deploy/cluster/up.sh
+
+cluster-down:
+	deploy/cluster/down.sh
 
 fmt: venv
 	cargo fmt --all -- --check

@@ -229,10 +229,25 @@ impl Registry {
         match cmd {
             Command::Register { info } => self.register(info),
             Command::ReportReady { node, model } => {
-                if !self.versions.contains_key(model) {
+                match self.versions.get(model) {
+                    None => {
+                        return Outcome::reject(
+                            Rejection::NotFound,
+                            format!("{model} is not registered"),
+                        )
+                    }
+                    Some(v) if v.retired => {
+                        return Outcome::reject(
+                            Rejection::FailedPrecondition,
+                            format!("{model} is retired"),
+                        )
+                    }
+                    Some(_) => {}
+                }
+                if self.forgotten.contains(node) {
                     return Outcome::reject(
-                        Rejection::NotFound,
-                        format!("{model} is not registered"),
+                        Rejection::FailedPrecondition,
+                        format!("node {node} was removed from the cluster"),
                     );
                 }
                 self.ready.entry(*node).or_default().insert(model.clone());

@@ -380,6 +380,9 @@ async fn start_single(
             cluster.local.insert(model, Arc::new(loaded), &cluster.applied().registry);
         }
     }
+    if cluster.applied().registry.versions.is_empty() {
+        adopt_store(cluster, store).await?;
+    }
     let Some(active) = cluster.applied().registry.active.clone() else {
         return Ok(());
     };
@@ -401,6 +404,51 @@ async fn start_single(
     if loaded.is_err() {
         tracing::warn!(model = %active.model, "the active version is not loaded yet; serving NOT_SERVING until it is");
     }
+    Ok(())
+}
+
+/// A fresh registry over a store that already holds versions (a data dir restored from a
+/// backup, or one from before the registry existed): registers every intact version and
+/// promotes the store's active one, so the node resumes serving what it served.
+async fn adopt_store(cluster: &Arc<Cluster>, store: &Arc<Store>) -> Result<(), StartError> {
+    let records: Vec<ModelRecord> = store
+        .list()
+        .into_iter()
+        .filter(|r| r.state == rankd_artifact::RecordState::Ready)
+        .collect();
+    if records.is_empty() {
+        return Ok(());
+    }
+    for r in &records {
+        let info = rankd_raft::VersionInfo {
+            model: rankd_raft::ModelRef::new(&r.name, &r.version),
+            sha256: r.sha256.clone(),
+            plaintext_sha256: r.plaintext_sha256.clone(),
+            size: r.size,
+            key_id: r.key_id.clone(),
+            uploaded_by: r.uploaded_by.clone(),
+            uploaded_at: r.uploaded_at,
+            origin: cluster.id,
+            retired: false,
+        };
+        cluster
+            .propose(rankd_raft::Command::Register { info })
+            .await?;
+    }
+    tracing::info!(versions = records.len(), "registered the versions already in the store");
+    let Some(active) = store.active() else {
+        return Ok(());
+    };
+    // The reconciler loads the registered versions and reports them ready; promotion
+    // waits for that.
+    cluster.local.wake.notify_one();
+    let req = rankd_proto::admin::v1::PromoteRequest {
+        name: active.name.clone(),
+        version: active.version.clone(),
+        requested_by: "rankd (restored store)".into(),
+        ..Default::default()
+    };
+    crate::cluster::promote::promote(cluster, req).await?;
     Ok(())
 }
 

@@ -8,9 +8,17 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{LogConfig, LogFormat};
 
 pub fn init(cfg: &LogConfig) {
+    // openraft logs every vote and replication step at info; an operator wants elections
+    // and membership from rankd's own lines, so openraft speaks at warn unless the level
+    // names it.
+    let level = if cfg.level.contains("openraft") {
+        cfg.level.clone()
+    } else {
+        format!("{},openraft=warn", cfg.level)
+    };
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&cfg.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .or_else(|_| EnvFilter::try_new(&level))
+        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

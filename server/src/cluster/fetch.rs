@@ -174,7 +174,7 @@ impl Reconciler {
         registry: &Registry,
     ) -> Result<Loaded, String> {
         let model = &info.model;
-        let holders: Vec<NodeId> = registry
+        let mut holders: Vec<NodeId> = registry
             .holders(model)
             .into_iter()
             .filter(|n| *n != self.cluster.id)
@@ -182,6 +182,10 @@ impl Reconciler {
         if holders.is_empty() {
             return Err("no other node holds a verified copy".into());
         }
+        // Each node starts at a different holder, so a fleet does not all pull from the
+        // uploader at once; the others remain fallbacks.
+        let start = (self.cluster.id as usize) % holders.len();
+        holders.rotate_left(start);
         let staging = self
             .store
             .staging("fetch")
