@@ -137,6 +137,20 @@ impl Admin for AdminService {
         request: Request<pb::ActivateModelRequest>,
     ) -> Result<Response<pb::ActivateModelResponse>, Status> {
         let req = request.into_inner();
+        // This node's own copy is known bad: say so rather than report the registry's view.
+        if let Some(r) = self
+            .store
+            .get(&req.name, &req.version)
+            .filter(|r| r.state == RecordState::Quarantined)
+        {
+            return Err(Status::from(AdminError::Load(
+                rankd_artifact::StoreError::Quarantined {
+                    name: r.name,
+                    version: r.version,
+                }
+                .into(),
+            )));
+        }
         let promoted = self
             .promote(Request::new(pb::PromoteRequest {
                 name: req.name.clone(),
@@ -359,8 +373,11 @@ impl AdminService {
     }
 
     fn to_proto(&self, r: &ModelRecord) -> pb::ModelRecord {
-        let is = |m: Option<rankd_artifact::ModelRef>| {
-            m.is_some_and(|m| m.name == r.name && m.version == r.version)
+        // Active and previous are the registry's, as this node has applied it.
+        let registry = &self.cluster.applied().registry;
+        let is = |f: &Option<rankd_raft::Fence>| {
+            f.as_ref()
+                .is_some_and(|f| f.model.name == r.name && f.model.version == r.version)
         };
         pb::ModelRecord {
             name: r.name.clone(),
@@ -375,8 +392,8 @@ impl AdminService {
                 RecordState::Ready => "ready".into(),
                 RecordState::Quarantined => "quarantined".into(),
             },
-            active: is(self.store.active()),
-            previous: is(self.store.previous()),
+            active: is(&registry.active),
+            previous: is(&registry.previous),
         }
     }
 }

@@ -31,9 +31,13 @@ enum Target {
 pub async fn register(
     cluster: &Cluster,
     record: &ModelRecord,
-    loaded: Loaded,
+    loaded: Arc<Loaded>,
 ) -> Result<(), ClusterError> {
     let model = ModelRef::new(&record.name, &record.version);
+    // Held before Register applies, so the reconciler (woken by it) finds the version
+    // loaded and does not load a second copy.
+    let registry = cluster.applied().registry.clone();
+    cluster.local.insert(model.clone(), loaded, &registry);
     let info = VersionInfo {
         model: model.clone(),
         sha256: record.sha256.clone(),
@@ -46,10 +50,6 @@ pub async fn register(
         retired: false,
     };
     cluster.propose(Command::Register { info }).await?;
-    let registry = cluster.applied().registry.clone();
-    cluster
-        .local
-        .insert(model.clone(), Arc::new(loaded), &registry);
     cluster
         .propose(Command::ReportReady {
             node: cluster.id,
@@ -65,7 +65,7 @@ impl AdminService {
         record: &ModelRecord,
         loaded: Loaded,
     ) -> Result<(), ClusterError> {
-        register(&self.cluster, record, loaded).await
+        register(&self.cluster, record, Arc::new(loaded)).await
     }
 
     /// The registry's versions, with this node's copy (state, local SHA-256) where it has one.

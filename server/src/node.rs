@@ -95,7 +95,17 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     // A configured bundle is imported and validated before any port opens, so a bad one
     // fails the start (exit 65) instead of leaving a node that never serves.
     let initial = match (&cfg.model.bundle, single) {
-        (Some(dir), true) => Some(import_bundle(dir, &store, &engine).await?),
+        (Some(dir), true) => {
+            let (record, loaded) = import_bundle(dir, &store, &engine).await?;
+            let loaded = Arc::new(loaded);
+            // Known before Raft replays its log, so nothing loads this version twice.
+            local.insert(
+                rankd_raft::ModelRef::new(&record.name, &record.version),
+                loaded.clone(),
+                &rankd_raft::Registry::default(),
+            );
+            Some((record, loaded))
+        }
         (Some(dir), false) => {
             tracing::warn!(bundle = %dir.display(), "model.bundle is ignored with cluster.bootstrap = \"join\": upload and promote through the cluster instead");
             None
@@ -154,6 +164,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             },
         );
     let peer_task = tokio::spawn(peer_server);
+    if single {
+        start_single(&cluster, &store, &engine, initial).await?;
+    }
+    // Started after a single node has loaded its active version itself, so the two never
+    // load the same version at once.
     let reconcile_task = tokio::spawn(
         Reconciler {
             cluster: cluster.clone(),
@@ -162,9 +177,6 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         }
         .run(background_stopped.clone()),
     );
-    if single {
-        start_single(&cluster, &store, initial).await?;
-    }
 
     let b = &cfg.batching;
     // The row budget follows the device the configured engine lands on.
@@ -208,6 +220,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         draining.clone(),
         background_stopped.clone(),
     ));
+    // The serving line below must not race the readiness task: report the state now.
+    readiness
+        .set(
+            cluster
+                .local
+                .serves(cluster.applied().registry.active.as_ref())
+                && !cluster.is_lagging(),
+        )
+        .await;
     let mut readiness = readiness;
     let admin = AdminServer::new(AdminService {
         store: store.clone(),
@@ -348,7 +369,8 @@ async fn import_bundle(
 async fn start_single(
     cluster: &Arc<Cluster>,
     store: &Arc<Store>,
-    initial: Option<(ModelRecord, Loaded)>,
+    engine: &EngineConfig,
+    initial: Option<(ModelRecord, Arc<Loaded>)>,
 ) -> Result<(), StartError> {
     cluster.bootstrap_single().await?;
     let id = cluster.id;
@@ -376,41 +398,58 @@ async fn start_single(
                     what: "model store".into(),
                     source: e.into(),
                 })?;
-        } else {
-            cluster.local.insert(model, Arc::new(loaded), &cluster.applied().registry);
         }
     }
     if cluster.applied().registry.versions.is_empty() {
-        adopt_store(cluster, store).await?;
+        adopt_store(cluster, store, engine).await?;
     }
     let Some(active) = cluster.applied().registry.active.clone() else {
         return Ok(());
     };
-    let mut changes = cluster.subscribe();
-    let local = cluster.local.clone();
-    let loaded = tokio::time::timeout(Duration::from_secs(300), async {
-        loop {
-            if local.serves(Some(&active)) {
-                return;
-            }
-            local.wake.notify_one();
-            tokio::select! {
-                _ = changes.changed() => {}
-                () = tokio::time::sleep(Duration::from_millis(50)) => {}
-            }
-        }
-    })
-    .await;
-    if loaded.is_err() {
-        tracing::warn!(model = %active.model, "the active version is not loaded yet; serving NOT_SERVING until it is");
+    if cluster.local.get(&active.model).is_none() {
+        // A restart: the active version comes from the store. A single node that cannot
+        // serve it fails the start (exit 65), as it would with model.bundle.
+        let loaded = load_active(store, engine, &active.model).await?;
+        cluster
+            .local
+            .insert(active.model.clone(), Arc::new(loaded), &cluster.applied().registry);
     }
+    cluster.local.sync_active(Some(&active));
     Ok(())
+}
+
+/// Verifies, decrypts and loads `model` from the store, off the async workers.
+async fn load_active(
+    store: &Arc<Store>,
+    engine: &EngineConfig,
+    model: &rankd_raft::ModelRef,
+) -> Result<Loaded, StartError> {
+    let what = format!("active model {model}");
+    let (store, engine, m) = (store.clone(), engine.clone(), model.clone());
+    let loaded = tokio::task::spawn_blocking(move || {
+        crate::model::load_stored(&store, &m.name, &m.version, &engine)
+    })
+    .await
+    .map_err(|e| StartError::Model {
+        what: what.clone(),
+        source: LoadError::Kernel(KernelError::Torch(format!(
+            "model loading thread failed: {e}"
+        ))),
+    })?
+    .map_err(|source| StartError::Model { what, source })?;
+    tracing::info!(model = %model, seconds = loaded.load_seconds,
+        "active model verified, decrypted, loaded, warmed up and validated");
+    Ok(loaded)
 }
 
 /// A fresh registry over a store that already holds versions (a data dir restored from a
 /// backup, or one from before the registry existed): registers every intact version and
 /// promotes the store's active one, so the node resumes serving what it served.
-async fn adopt_store(cluster: &Arc<Cluster>, store: &Arc<Store>) -> Result<(), StartError> {
+async fn adopt_store(
+    cluster: &Arc<Cluster>,
+    store: &Arc<Store>,
+    engine: &EngineConfig,
+) -> Result<(), StartError> {
     let records: Vec<ModelRecord> = store
         .list()
         .into_iter()
@@ -439,9 +478,17 @@ async fn adopt_store(cluster: &Arc<Cluster>, store: &Arc<Store>) -> Result<(), S
     let Some(active) = store.active() else {
         return Ok(());
     };
-    // The reconciler loads the registered versions and reports them ready; promotion
-    // waits for that.
-    cluster.local.wake.notify_one();
+    let model = rankd_raft::ModelRef::new(&active.name, &active.version);
+    let loaded = load_active(store, engine, &model).await?;
+    cluster
+        .local
+        .insert(model.clone(), Arc::new(loaded), &cluster.applied().registry);
+    cluster
+        .propose(rankd_raft::Command::ReportReady {
+            node: cluster.id,
+            model,
+        })
+        .await?;
     let req = rankd_proto::admin::v1::PromoteRequest {
         name: active.name.clone(),
         version: active.version.clone(),

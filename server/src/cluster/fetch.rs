@@ -108,6 +108,7 @@ impl Reconciler {
             }
             self.cluster.local.retain(&keep);
             self.cluster.local.sync_active(registry.active.as_ref());
+            self.mirror_active(&registry);
             let retry = tokio::time::sleep(RETRY_AFTER);
             tokio::select! {
                 _ = stop.changed() => return,
@@ -130,12 +131,6 @@ impl Reconciler {
                 self.cluster.local.set_stage(model, Stage::Loading, "");
                 self.load_local(model).await?
             } else {
-                if record.is_some() {
-                    // Quarantined by the scrub: replace it with a verified copy.
-                    self.store
-                        .drop_quarantined(&model.name, &model.version)
-                        .map_err(|e| e.to_string())?;
-                }
                 self.fetch_and_load(info, registry).await?
             };
             if loaded.info.name != model.name || loaded.info.version != model.version {
@@ -230,6 +225,11 @@ impl Reconciler {
             )
             .map_err(|e| format!("verifying the fetched artifact: {e}"))?;
             local.set_stage(&m, Stage::Validating, "");
+            // A copy the scrub quarantined is forgotten only now that a verified one is at
+            // hand, so a failed fetch leaves the store as it was.
+            store
+                .drop_quarantined(&m.name, &m.version)
+                .map_err(|e| e.to_string())?;
             let (record, loaded) = store_and_validate(&store, &bundle, &uploaded_by, &engine)
                 .map_err(|e| e.to_string())?;
             if record.plaintext_sha256 != expected {
@@ -305,6 +305,23 @@ impl Reconciler {
             ));
         }
         Ok(sha)
+    }
+
+    /// Keeps the store's own active/previous pointers on the registry's, so retention never
+    /// removes them and a backup records what the cluster serves.
+    fn mirror_active(&self, registry: &Registry) {
+        let Some(active) = &registry.active else {
+            return;
+        };
+        let stored = self.store.active();
+        let same = stored
+            .as_ref()
+            .is_some_and(|s| s.name == active.model.name && s.version == active.model.version);
+        if !same && self.store.get(&active.model.name, &active.model.version).is_some() {
+            if let Err(e) = self.store.set_active(&active.model.name, &active.model.version) {
+                tracing::warn!(error = %e, "could not record the active version in the store");
+            }
+        }
     }
 
     async fn report(&self, cmd: Command) {
