@@ -74,6 +74,21 @@ pub struct Metrics {
     pub model_load_seconds: Gauge<f64, AtomicU64>,
     pub ready: Gauge,
     pub artifact_verifications: Family<Outcome, Counter>,
+    pub raft: RaftGauges,
+}
+
+/// The node's view of consensus, refreshed by the readiness loop.
+#[derive(Default)]
+pub struct RaftGauges {
+    pub term: Gauge,
+    /// 0 while no leader is known.
+    pub leader: Gauge,
+    pub is_leader: Gauge,
+    pub commit_index: Gauge,
+    pub applied_index: Gauge,
+    /// Log index of the activation this node serves (the fence's index); 0 when none.
+    pub serving_fence_index: Gauge,
+    pub lagging: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -166,8 +181,21 @@ impl Metrics {
             "Stored artifacts re-verified by the scrub, by result",
             artifact_verifications.clone(),
         );
+        let raft = RaftGauges::default();
+        for (name, help, g) in [
+            ("raft_term", "Current Raft term", &raft.term),
+            ("raft_leader", "Id of the leader this node follows (0: none known)", &raft.leader),
+            ("raft_is_leader", "1 while this node leads", &raft.is_leader),
+            ("raft_commit_index", "Highest log index this node knows committed", &raft.commit_index),
+            ("raft_applied_index", "Highest log index applied to the registry here", &raft.applied_index),
+            ("serving_fence_index", "Log index of the activation this node serves (0: none)", &raft.serving_fence_index),
+            ("lagging", "1 while this node may have missed registry changes (no leader contact)", &raft.lagging),
+        ] {
+            registry.register(name, help, g.clone());
+        }
         Metrics {
             registry,
+            raft,
             artifact_verifications,
             requests,
             request_duration,

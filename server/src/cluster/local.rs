@@ -80,6 +80,10 @@ impl LocalModels {
         &self.slot
     }
 
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     pub fn get(&self, model: &ModelRef) -> Option<Arc<Loaded>> {
         lock(&self.loaded).get(model).cloned()
     }
