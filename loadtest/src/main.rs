@@ -6,6 +6,7 @@
 
 mod bench;
 mod crypto;
+mod registry;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,9 @@ enum Command {
     Crypto(crypto::CryptoArgs),
     /// Peak memory and throughput sealing and opening a large bundle through files.
     ArtifactRss(crypto::RssArgs),
+    /// The replicated registry on a real 3-node cluster: promotion commit latency,
+    /// activation skew, leader failover and catch-up.
+    Registry(registry::RegistryArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,5 +35,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Crypto(args) => crypto::run(args),
         Command::ArtifactRss(args) => crypto::rss(args),
+        Command::Registry(args) => registry::run(args),
     }
 }

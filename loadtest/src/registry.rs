@@ -148,11 +148,7 @@ async fn measure(args: &RegistryArgs) -> Report {
         c.kill(leader).await;
         c.wait_new_leader(&others, leader).await;
         failover.push(killed.elapsed().as_secs_f64() * 1000.0);
-        let active = c
-            .status(others[0])
-            .await
-            .active
-            .expect("an active version");
+        let active = c.status(others[0]).await.active.expect("an active version");
         let restarted = Instant::now();
         c.restart(leader).await;
         c.wait_serving_fence(leader, &active).await;

@@ -23,7 +23,32 @@ use crate::model::Loaded;
 /// Where a leader-only call must run.
 enum Target {
     Here,
-    Leader(AdminClient<tonic::transport::Channel>),
+    /// The leader's client and its address.
+    Leader(AdminClient<tonic::transport::Channel>, String),
+}
+
+/// A forwarded call that broke in transit (the leader died or is cut off) is this node's
+/// UNAVAILABLE, naming the leader it tried; the leader's own answers pass through.
+fn forward_failed(leader: &str, status: Status) -> Status {
+    let in_transit = matches!(
+        status.code(),
+        tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled
+    ) && status
+        .metadata()
+        .get(crate::cluster::LEADER_HEADER)
+        .is_none();
+    if !in_transit {
+        return status;
+    }
+    tracing::warn!(leader, error = %status.message(), "forwarding to the leader failed");
+    let mut out = Status::unavailable(format!(
+        "forwarded to the leader at {leader}, which did not answer: {}",
+        status.message()
+    ));
+    if let Ok(v) = leader.parse() {
+        out.metadata_mut().insert(crate::cluster::LEADER_HEADER, v);
+    }
+    out
 }
 
 /// Records a freshly stored upload in the registry and reports this node ready for it (it
@@ -70,7 +95,8 @@ impl AdminService {
 
     /// The registry's versions, with this node's copy (state, local SHA-256) where it has one.
     pub(crate) fn list_registered(&self, registry: &Registry) -> Vec<pb::ModelRecord> {
-        let is = |f: &Option<rankd_raft::Fence>, m: &ModelRef| f.as_ref().is_some_and(|f| &f.model == m);
+        let is =
+            |f: &Option<rankd_raft::Fence>, m: &ModelRef| f.as_ref().is_some_and(|f| &f.model == m);
         registry
             .versions
             .values()
@@ -91,9 +117,7 @@ impl AdminService {
                     uploaded_at: v.uploaded_at,
                     state: match (&local, v.retired) {
                         (_, true) => "retired".into(),
-                        (Some(l), _) if l.state == RecordState::Quarantined => {
-                            "quarantined".into()
-                        }
+                        (Some(l), _) if l.state == RecordState::Quarantined => "quarantined".into(),
                         (Some(_), _) => "ready".into(),
                         (None, _) => "not stored on this node".into(),
                     },
@@ -113,7 +137,7 @@ impl AdminService {
         match leader {
             Some((_, node)) if !forwarded => {
                 let channel = self.cluster.api_channel(&node.api_addr)?;
-                Ok(Target::Leader(AdminClient::new(channel)))
+                Ok(Target::Leader(AdminClient::new(channel), node.api_addr))
             }
             other => Err(ClusterError::NoLeader {
                 leader: other.map(|(_, n)| n.api_addr),
@@ -122,10 +146,7 @@ impl AdminService {
     }
 
     fn forwarded<T>(&self, request: Request<T>) -> Request<T> {
-        let timeout = request
-            .metadata()
-            .get("grpc-timeout")
-            .cloned();
+        let timeout = request.metadata().get("grpc-timeout").cloned();
         let mut out = Request::new(request.into_inner());
         if let Ok(v) = self.cluster.id.to_string().parse() {
             out.metadata_mut().insert(FORWARDED_HEADER, v);
@@ -141,7 +162,10 @@ impl AdminService {
         request: Request<pb::PromoteRequest>,
     ) -> Result<Response<pb::PromoteResponse>, Status> {
         match self.target(&request)? {
-            Target::Leader(mut c) => c.promote(self.forwarded(request)).await,
+            Target::Leader(mut c, addr) => c
+                .promote(self.forwarded(request))
+                .await
+                .map_err(|s| forward_failed(&addr, s)),
             Target::Here => promote::promote(&self.cluster, request.into_inner())
                 .await
                 .map(Response::new)
@@ -157,7 +181,10 @@ impl AdminService {
         request: Request<pb::RollbackRequest>,
     ) -> Result<Response<pb::PromoteResponse>, Status> {
         match self.target(&request)? {
-            Target::Leader(mut c) => c.rollback(self.forwarded(request)).await,
+            Target::Leader(mut c, addr) => c
+                .rollback(self.forwarded(request))
+                .await
+                .map_err(|s| forward_failed(&addr, s)),
             Target::Here => promote::rollback(&self.cluster, request.into_inner())
                 .await
                 .map(Response::new)
@@ -170,7 +197,10 @@ impl AdminService {
         request: Request<pb::AddNodeRequest>,
     ) -> Result<Response<pb::ClusterStatus>, Status> {
         match self.target(&request)? {
-            Target::Leader(mut c) => c.add_node(self.forwarded(request)).await,
+            Target::Leader(mut c, addr) => c
+                .add_node(self.forwarded(request))
+                .await
+                .map_err(|s| forward_failed(&addr, s)),
             Target::Here => {
                 admin_ops::add_node(&self.cluster, request.into_inner())
                     .await
@@ -185,7 +215,10 @@ impl AdminService {
         request: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::ClusterStatus>, Status> {
         match self.target(&request)? {
-            Target::Leader(mut c) => c.remove_node(self.forwarded(request)).await,
+            Target::Leader(mut c, addr) => c
+                .remove_node(self.forwarded(request))
+                .await
+                .map_err(|s| forward_failed(&addr, s)),
             Target::Here => {
                 admin_ops::remove_node(&self.cluster, request.into_inner())
                     .await

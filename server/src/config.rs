@@ -381,7 +381,10 @@ impl Config {
             return bad("cluster.id", "must be positive".into());
         }
         if c.peer_listen == s.listen && c.peer_listen.port() != 0 {
-            return bad("cluster.peer_listen", "must differ from server.listen".into());
+            return bad(
+                "cluster.peer_listen",
+                "must differ from server.listen".into(),
+            );
         }
         if c.lag_timeout_ms <= self.raft.election_timeout_max_ms {
             return bad(

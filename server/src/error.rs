@@ -149,7 +149,9 @@ impl From<ClusterError> for Status {
             ClusterError::NoLeader { leader } => {
                 let mut status = Status::unavailable(e.to_string());
                 if let Some(addr) = leader.as_deref().and_then(|l| l.parse().ok()) {
-                    status.metadata_mut().insert(crate::cluster::LEADER_HEADER, addr);
+                    status
+                        .metadata_mut()
+                        .insert(crate::cluster::LEADER_HEADER, addr);
                 }
                 return status;
             }

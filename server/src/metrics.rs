@@ -184,12 +184,32 @@ impl Metrics {
         let raft = RaftGauges::default();
         for (name, help, g) in [
             ("raft_term", "Current Raft term", &raft.term),
-            ("raft_leader", "Id of the leader this node follows (0: none known)", &raft.leader),
+            (
+                "raft_leader",
+                "Id of the leader this node follows (0: none known)",
+                &raft.leader,
+            ),
             ("raft_is_leader", "1 while this node leads", &raft.is_leader),
-            ("raft_commit_index", "Highest log index this node knows committed", &raft.commit_index),
-            ("raft_applied_index", "Highest log index applied to the registry here", &raft.applied_index),
-            ("serving_fence_index", "Log index of the activation this node serves (0: none)", &raft.serving_fence_index),
-            ("lagging", "1 while this node may have missed registry changes (no leader contact)", &raft.lagging),
+            (
+                "raft_commit_index",
+                "Highest log index this node knows committed",
+                &raft.commit_index,
+            ),
+            (
+                "raft_applied_index",
+                "Highest log index applied to the registry here",
+                &raft.applied_index,
+            ),
+            (
+                "serving_fence_index",
+                "Log index of the activation this node serves (0: none)",
+                &raft.serving_fence_index,
+            ),
+            (
+                "lagging",
+                "1 while this node may have missed registry changes (no leader contact)",
+                &raft.lagging,
+            ),
         ] {
             registry.register(name, help, g.clone());
         }

@@ -154,15 +154,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             store: store.clone(),
             readiness: readiness.clone(),
         }))
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(peer_listener).with_nodelay(Some(true)),
-            {
-                let mut stopped = background_stopped.clone();
-                async move {
-                    let _ = stopped.changed().await;
-                }
-            },
-        );
+        .serve_with_incoming_shutdown(TcpIncoming::from(peer_listener).with_nodelay(Some(true)), {
+            let mut stopped = background_stopped.clone();
+            async move {
+                let _ = stopped.changed().await;
+            }
+        });
     let peer_task = tokio::spawn(peer_server);
     if single {
         start_single(&cluster, &store, &engine, initial).await?;
@@ -410,9 +407,11 @@ async fn start_single(
         // A restart: the active version comes from the store. A single node that cannot
         // serve it fails the start (exit 65), as it would with model.bundle.
         let loaded = load_active(store, engine, &active.model).await?;
-        cluster
-            .local
-            .insert(active.model.clone(), Arc::new(loaded), &cluster.applied().registry);
+        cluster.local.insert(
+            active.model.clone(),
+            Arc::new(loaded),
+            &cluster.applied().registry,
+        );
     }
     cluster.local.sync_active(Some(&active));
     Ok(())
@@ -474,7 +473,10 @@ async fn adopt_store(
             .propose(rankd_raft::Command::Register { info })
             .await?;
     }
-    tracing::info!(versions = records.len(), "registered the versions already in the store");
+    tracing::info!(
+        versions = records.len(),
+        "registered the versions already in the store"
+    );
     let Some(active) = store.active() else {
         return Ok(());
     };
@@ -505,9 +507,11 @@ fn publish_raft_metrics(cluster: &Cluster, lagging: bool) {
     let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     g.term.set(int(m.current_term));
     g.leader.set(int(m.current_leader.unwrap_or(0)));
-    g.is_leader.set(i64::from(m.current_leader == Some(cluster.id)));
+    g.is_leader
+        .set(i64::from(m.current_leader == Some(cluster.id)));
     g.commit_index.set(int(cluster.committed_index()));
-    g.applied_index.set(int(m.last_applied.map_or(0, |l| l.index)));
+    g.applied_index
+        .set(int(m.last_applied.map_or(0, |l| l.index)));
     g.serving_fence_index
         .set(int(cluster.local.slot().current().map_or(0, |c| c.fence.1)));
     g.lagging.set(i64::from(lagging));

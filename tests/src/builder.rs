@@ -52,6 +52,9 @@ impl NodeBuilder {
         .bundle(&bundle_dir())
         .set_str("model.device", &test_device())
         .set_str("log.level", "info")
+        // The peer port defaults to a fixed port; tests run in parallel, so bind port 0 (the
+        // node reports the real one on its serving line as `peer=`).
+        .set_str("cluster.peer_listen", "127.0.0.1:0")
     }
 
     /// Sets any config key to a TOML literal: `set("server.request_timeout_ms", "500")`,

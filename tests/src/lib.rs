@@ -25,15 +25,23 @@
 //! - the device: `$RANKD_TEST_DEVICE`, else `cpu`, so results do not depend on whether the
 //!   machine has a GPU. Set `RANKD_TEST_DEVICE=cuda` to run the same suite on one.
 //!
-//! Every node binds port 0 and the harness reads the real ports from the one line rankd
-//! prints on stdout, so test binaries and tests may run in parallel. Tests wait on
-//! predicates ([`wait_until`]), never on fixed sleeps.
+//! Every node binds port 0 (gRPC, metrics and peer port) and the harness reads the real
+//! ports from the one line rankd prints on stdout, so test binaries and tests may run in
+//! parallel. Tests wait on predicates ([`wait_until`], [`wait_for`]), never on fixed sleeps.
+//!
+//! Replicated clusters: [`Cluster`] starts several nodes (`cluster.bootstrap = "join"`),
+//! forms them with InitCluster and drives them through the admin API: upload, promote,
+//! rollback, status, membership; `kill` (SIGKILL) and `restart`; `partition`/`heal` cut peer
+//! links for real through a [`PeerProxy`] in front of every node's peer port (nodes dial
+//! peers from their own loopback IP, so each proxy tells them apart). See `cluster.rs`.
 
 mod builder;
 mod bundle;
+mod cluster;
 mod metrics;
 mod node;
 mod paths;
+mod proxy;
 mod raw;
 mod site;
 mod tmpfs;
@@ -48,9 +56,14 @@ pub use bundle::{
     copy_bundle, example_query, golden_set, manifest, rewrite_manifest, sha256_hex, update_sha,
     ExampleQuery, GoldenCase, GoldenSet,
 };
+pub use cluster::{
+    is_deadline, node_status, same_fence, Cluster, ClusterBuilder, ELECTION_TIMEOUT, LOAD_TIMEOUT,
+    RPC_TIMEOUT,
+};
 pub use metrics::{http_get, HttpResponse, MetricsSnapshot};
 pub use node::Node;
 pub use paths::{bundle_dir, rankctl_bin, rankd_bin, test_device, workspace_root};
+pub use proxy::PeerProxy;
 pub use raw::{raw_rank_client, RawH2};
 pub use site::Site;
 pub use tmpfs::Tmpfs;
@@ -100,6 +113,35 @@ where
             panic!("timed out after {timeout:?} waiting until {what}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `check` until it returns `Ok(value)` and returns the value; panics naming `what`,
+/// with the last `Err` it gave (a description of what it saw), if `timeout` passes first.
+///
+/// Like [`wait_until`], but a timeout says *why* the condition never held.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    loop {
+        let last = match check().await {
+            Ok(v) => {
+                tracing::debug!(
+                    what,
+                    waited_ms = start.elapsed().as_millis() as u64,
+                    "condition met"
+                );
+                return v;
+            }
+            Err(seen) => seen,
+        };
+        if start.elapsed() >= timeout {
+            panic!("timed out after {timeout:?} waiting until {what}; last seen: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -27,6 +27,7 @@ pub struct Node {
     id: String,
     grpc_addr: SocketAddr,
     metrics_addr: SocketAddr,
+    peer_addr: Option<SocketAddr>,
     child: Child,
     pid: Pid,
     exited: Option<ExitStatus>,
@@ -75,15 +76,21 @@ impl Node {
                 );
             }
         };
-        let (grpc_addr, metrics_addr, id) = parse_serving_line(&line)
+        let ServingLine {
+            grpc: grpc_addr,
+            metrics: metrics_addr,
+            peer: peer_addr,
+            node: id,
+        } = parse_serving_line(&line)
             .unwrap_or_else(|| panic!("unexpected first stdout line from rankd: {line:?}"));
-        tracing::info!(node = %id, %grpc_addr, %metrics_addr, startup_ms = started.elapsed().as_millis() as u64, "rankd serving");
+        tracing::info!(node = %id, %grpc_addr, %metrics_addr, peer_addr = ?peer_addr, startup_ms = started.elapsed().as_millis() as u64, "rankd serving");
         // rankd prints nothing else on stdout, but keep the pipe drained so it never blocks.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Node {
             id,
             grpc_addr,
             metrics_addr,
+            peer_addr,
             child,
             pid,
             exited: None,
@@ -103,6 +110,12 @@ impl Node {
 
     pub fn metrics_addr(&self) -> SocketAddr {
         self.metrics_addr
+    }
+
+    /// The bound peer port (Raft, artifact replication), when rankd reports one (`peer=` in
+    /// its serving line).
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer_addr
     }
 
     pub fn pid(&self) -> i32 {
@@ -208,6 +221,16 @@ impl Node {
         kill(self.pid, Signal::SIGTERM).expect("sending SIGTERM to rankd");
     }
 
+    /// `kill -9`: no drain, no flush, nothing the node can react to. Returns once the process
+    /// is gone (a no-op if it already exited).
+    pub async fn sigkill(&mut self) {
+        if self.has_exited() {
+            return;
+        }
+        kill(self.pid, Signal::SIGKILL).expect("sending SIGKILL to rankd");
+        self.wait_exit(Duration::from_secs(30)).await;
+    }
+
     /// Waits for the process to exit; panics (with the log) after `timeout`.
     pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         if let Some(status) = self.exited {
@@ -265,21 +288,39 @@ impl Drop for Node {
     }
 }
 
-/// `rankd: serving grpc=ADDR metrics=ADDR node=ID` → (grpc, metrics, id).
-fn parse_serving_line(line: &str) -> Option<(SocketAddr, SocketAddr, String)> {
+/// What the serving line reports.
+#[derive(Debug, Clone, PartialEq)]
+struct ServingLine {
+    grpc: SocketAddr,
+    metrics: SocketAddr,
+    peer: Option<SocketAddr>,
+    node: String,
+}
+
+/// `rankd: serving grpc=ADDR metrics=ADDR [peer=ADDR] node=ID`. Tolerant: fields may come in
+/// any order, unknown fields (and words without `=`) are ignored; grpc, metrics and node
+/// are required.
+fn parse_serving_line(line: &str) -> Option<ServingLine> {
     let rest = line.strip_prefix("rankd: serving ")?;
     let mut grpc = None;
     let mut metrics = None;
+    let mut peer = None;
     let mut node = None;
     for field in rest.split_whitespace() {
-        match field.split_once('=')? {
-            ("grpc", v) => grpc = v.parse().ok(),
-            ("metrics", v) => metrics = v.parse().ok(),
-            ("node", v) => node = Some(v.to_string()),
+        match field.split_once('=') {
+            Some(("grpc", v)) => grpc = v.parse().ok(),
+            Some(("metrics", v)) => metrics = v.parse().ok(),
+            Some(("peer", v)) => peer = v.parse().ok(),
+            Some(("node", v)) => node = Some(v.to_string()),
             _ => {}
         }
     }
-    Some((grpc?, metrics?, node?))
+    Some(ServingLine {
+        grpc: grpc?,
+        metrics: metrics?,
+        peer,
+        node: node?,
+    })
 }
 
 fn read_lossy(path: &Path) -> String {
@@ -294,13 +335,26 @@ mod tests {
 
     #[test]
     fn parses_the_serving_line() {
-        let (g, m, id) = parse_serving_line(
+        let l = parse_serving_line(
             "rankd: serving grpc=127.0.0.1:5001 metrics=127.0.0.1:5002 node=n-1",
         )
         .unwrap();
-        assert_eq!(g.port(), 5001);
-        assert_eq!(m.port(), 5002);
-        assert_eq!(id, "n-1");
+        assert_eq!(l.grpc.port(), 5001);
+        assert_eq!(l.metrics.port(), 5002);
+        assert_eq!(l.peer, None);
+        assert_eq!(l.node, "n-1");
         assert!(parse_serving_line("rankd: starting").is_none());
+    }
+
+    #[test]
+    fn parses_the_peer_address_in_any_order_and_ignores_the_rest() {
+        let l = parse_serving_line(
+            "rankd: serving peer=127.0.0.11:6001 grpc=127.0.0.1:5001 metrics=127.0.0.1:5002 \
+             raft_id=1 node=n-1 (cluster)",
+        )
+        .unwrap();
+        assert_eq!(l.peer, Some("127.0.0.11:6001".parse().unwrap()));
+        assert_eq!(l.grpc.port(), 5001);
+        assert_eq!(l.node, "n-1");
     }
 }

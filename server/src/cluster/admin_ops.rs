@@ -150,7 +150,11 @@ pub async fn history(cluster: &Cluster) -> Result<pb::HistoryResponse, ClusterEr
             action: h.action.clone(),
             by: h.by.clone(),
             at_ms: h.at_ms,
-            from_version: h.from.as_ref().map(|m| m.version.clone()).unwrap_or_default(),
+            from_version: h
+                .from
+                .as_ref()
+                .map(|m| m.version.clone())
+                .unwrap_or_default(),
             to_version: h.to.version.clone(),
             model_name: h.to.name.clone(),
             term: h.term,

@@ -247,7 +247,12 @@ impl Reconciler {
 
     /// Streams `holder`'s sealed copy into `dest`; returns its SHA-256, checked against
     /// what the sender announced.
-    async fn fetch_from(&self, holder: NodeId, model: &ModelRef, dest: &Path) -> Result<String, String> {
+    async fn fetch_from(
+        &self,
+        holder: NodeId,
+        model: &ModelRef,
+        dest: &Path,
+    ) -> Result<String, String> {
         let node = self
             .cluster
             .metrics()
@@ -317,8 +322,16 @@ impl Reconciler {
         let same = stored
             .as_ref()
             .is_some_and(|s| s.name == active.model.name && s.version == active.model.version);
-        if !same && self.store.get(&active.model.name, &active.model.version).is_some() {
-            if let Err(e) = self.store.set_active(&active.model.name, &active.model.version) {
+        if !same
+            && self
+                .store
+                .get(&active.model.name, &active.model.version)
+                .is_some()
+        {
+            if let Err(e) = self
+                .store
+                .set_active(&active.model.name, &active.model.version)
+            {
                 tracing::warn!(error = %e, "could not record the active version in the store");
             }
         }

@@ -181,10 +181,9 @@ impl ApplyHook for LocalModels {
         outcome: &Outcome,
     ) {
         match (command, outcome) {
-            (
-                Some(Command::Promote { .. } | Command::Rollback { .. }),
-                Outcome::Applied { .. },
-            ) => self.sync_active(registry.active.as_ref()),
+            (Some(Command::Promote { .. } | Command::Rollback { .. }), Outcome::Applied { .. }) => {
+                self.sync_active(registry.active.as_ref())
+            }
             (Some(Command::Register { .. } | Command::Retire { .. }), _) => self.wake.notify_one(),
             _ => {}
         }

@@ -95,8 +95,7 @@ impl Cluster {
         .await
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let leader_contact = Arc::new(LeaderContact::new());
-        let service =
-            rankd_raft::service::RaftService::new(raft.clone(), leader_contact.clone());
+        let service = rankd_raft::service::RaftService::new(raft.clone(), leader_contact.clone());
         let cluster = Arc::new(Cluster {
             id: p.id,
             raft,

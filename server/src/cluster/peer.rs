@@ -101,7 +101,11 @@ impl Peer for PeerService {
         if !self.cluster.is_leader() {
             return Err(Status::unavailable("not the leader"));
         }
-        let outcome = self.cluster.propose_local(cmd).await.map_err(Status::from)?;
+        let outcome = self
+            .cluster
+            .propose_local(cmd)
+            .await
+            .map_err(Status::from)?;
         let json = serde_json::to_vec(&outcome).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::RaftMessage { json }))
     }

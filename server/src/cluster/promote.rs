@@ -35,8 +35,8 @@ pub async fn promote(
         ));
     }
     let model = ModelRef::new(&req.name, &req.version);
-    let expect = (!req.expect_version.is_empty())
-        .then(|| ModelRef::new(&req.name, &req.expect_version));
+    let expect =
+        (!req.expect_version.is_empty()).then(|| ModelRef::new(&req.name, &req.expect_version));
     let majority = req.policy == pb::QuorumPolicy::Majority as i32;
     let timeout = match req.ready_timeout_ms {
         0 => cluster.ready_timeout,
@@ -136,7 +136,9 @@ pub async fn promote(
                 .await?;
             let commit_ms = ready_at.elapsed().as_secs_f64() * 1000.0;
             let Outcome::Applied { fence: Some(fence) } = outcome else {
-                return Err(ClusterError::Raft("promotion applied without a fence".into()));
+                return Err(ClusterError::Raft(
+                    "promotion applied without a fence".into(),
+                ));
             };
             let not_ready = members
                 .iter()
@@ -192,9 +194,12 @@ pub async fn promote(
 
 /// The members that answer a status probe.
 async fn probe(cluster: &Cluster, members: &[(NodeId, PeerNode)]) -> BTreeSet<NodeId> {
-    let views =
-        futures::future::join_all(members.iter().map(|(id, n)| fetch_view(cluster, *id, n, true)))
-            .await;
+    let views = futures::future::join_all(
+        members
+            .iter()
+            .map(|(id, n)| fetch_view(cluster, *id, n, true)),
+    )
+    .await;
     members
         .iter()
         .zip(views)
@@ -227,7 +232,9 @@ pub async fn rollback(
         })
         .await?;
     let Outcome::Applied { fence: Some(fence) } = outcome else {
-        return Err(ClusterError::Raft("rollback applied without a fence".into()));
+        return Err(ClusterError::Raft(
+            "rollback applied without a fence".into(),
+        ));
     };
     tracing::info!(model = %fence.model, term = fence.term, index = fence.index, "rolled back");
     Ok(pb::PromoteResponse {

@@ -97,10 +97,8 @@ pub async fn cluster_status(
     let m = cluster.metrics();
     let membership = state.membership.membership();
     let voters: Vec<NodeId> = membership.voter_ids().collect();
-    let members: Vec<(NodeId, PeerNode)> = membership
-        .nodes()
-        .map(|(id, n)| (*id, n.clone()))
-        .collect();
+    let members: Vec<(NodeId, PeerNode)> =
+        membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
     let views = futures::future::join_all(
         members
             .iter()
