@@ -2,13 +2,16 @@
 //! activate the configured bundle (if any), load the active version, bind the ports, start
 //! the inference workers, serve gRPC and metrics, and shut down in order.
 
+mod readiness;
+mod single;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rankd_artifact::{ArtifactError, Keyring, ModelRecord, Store};
-use rankd_kernels::{EngineConfig, KernelError};
+use rankd_artifact::{ArtifactError, Keyring, Store};
+use rankd_kernels::KernelError;
 use rankd_proto::admin::v1::admin_server::AdminServer;
 use rankd_proto::peer::v1::peer_server::PeerServer;
 use rankd_proto::v1::ranker_server::RankerServer;
@@ -24,7 +27,7 @@ use crate::config::{Bootstrap, Config, ConfigError};
 use crate::error::ClusterError;
 use crate::health::Readiness;
 use crate::metrics::{self, Metrics, Outcome};
-use crate::model::{store_and_validate, LoadError, Loaded, ModelSlot};
+use crate::model::{LoadError, ModelSlot};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::service::RankService;
 use crate::stack::{serving_stack, StackConfig};
@@ -96,7 +99,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     // fails the start (exit 65) instead of leaving a node that never serves.
     let initial = match (&cfg.model.bundle, single) {
         (Some(dir), true) => {
-            let (record, loaded) = import_bundle(dir, &store, &engine).await?;
+            let (record, loaded) = single::import_bundle(dir, &store, &engine).await?;
             let loaded = Arc::new(loaded);
             // Known before Raft replays its log, so nothing loads this version twice.
             local.insert(
@@ -162,7 +165,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         });
     let peer_task = tokio::spawn(peer_server);
     if single {
-        start_single(&cluster, &store, &engine, initial).await?;
+        single::start_single(&cluster, &store, &engine, initial).await?;
     }
     // Started after a single node has loaded its active version itself, so the two never
     // load the same version at once.
@@ -211,7 +214,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     );
 
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let readiness_task = tokio::spawn(track_readiness(
+    let readiness_task = tokio::spawn(readiness::track_readiness(
         cluster.clone(),
         readiness.clone(),
         draining.clone(),
@@ -333,220 +336,6 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Seals and validates the configured bundle into the store. Loading parses files and runs
-/// the model, so it stays off the async workers.
-async fn import_bundle(
-    dir: &std::path::Path,
-    store: &Arc<Store>,
-    engine: &EngineConfig,
-) -> Result<(ModelRecord, Loaded), StartError> {
-    let what = format!("model bundle {}", dir.display());
-    let (dir, store, engine) = (dir.to_path_buf(), store.clone(), engine.clone());
-    let (record, loaded) = tokio::task::spawn_blocking(move || {
-        store_and_validate(&store, &dir, "rankd (model.bundle)", &engine)
-    })
-    .await
-    .map_err(|e| StartError::Model {
-        what: what.clone(),
-        source: LoadError::Kernel(KernelError::Torch(format!(
-            "model loading thread failed: {e}"
-        ))),
-    })?
-    .map_err(|source| StartError::Model { what, source })?;
-    tracing::info!(name = %record.name, version = %record.version, seconds = loaded.load_seconds,
-        "model verified, decrypted, loaded, warmed up and validated");
-    Ok((record, loaded))
-}
-
-/// A single node: becomes its own cluster, promotes the configured bundle unless it is
-/// already active, and waits until it serves the registry's active version (if any), so
-/// the serving line means what it says.
-async fn start_single(
-    cluster: &Arc<Cluster>,
-    store: &Arc<Store>,
-    engine: &EngineConfig,
-    initial: Option<(ModelRecord, Arc<Loaded>)>,
-) -> Result<(), StartError> {
-    cluster.bootstrap_single().await?;
-    let id = cluster.id;
-    cluster
-        .raft
-        .wait(Some(Duration::from_secs(30)))
-        .metrics(|m| m.current_leader == Some(id), "this node leads")
-        .await
-        .map_err(|e| ClusterError::Timeout(e.to_string()))?;
-    if let Some((record, loaded)) = initial {
-        let model = rankd_raft::ModelRef::new(&record.name, &record.version);
-        let active = cluster.applied().registry.active.clone();
-        if active.as_ref().map(|f| &f.model) != Some(&model) {
-            crate::admin_cluster::register(cluster, &record, loaded).await?;
-            let req = rankd_proto::admin::v1::PromoteRequest {
-                name: record.name.clone(),
-                version: record.version.clone(),
-                requested_by: "rankd (model.bundle)".into(),
-                ..Default::default()
-            };
-            crate::cluster::promote::promote(cluster, req).await?;
-            store
-                .set_active(&record.name, &record.version)
-                .map_err(|e| StartError::Model {
-                    what: "model store".into(),
-                    source: e.into(),
-                })?;
-        }
-    }
-    if cluster.applied().registry.versions.is_empty() {
-        adopt_store(cluster, store, engine).await?;
-    }
-    let Some(active) = cluster.applied().registry.active.clone() else {
-        return Ok(());
-    };
-    if cluster.local.get(&active.model).is_none() {
-        // A restart: the active version comes from the store. A single node that cannot
-        // serve it fails the start (exit 65), as it would with model.bundle.
-        let loaded = load_active(store, engine, &active.model).await?;
-        cluster.local.insert(
-            active.model.clone(),
-            Arc::new(loaded),
-            &cluster.applied().registry,
-        );
-    }
-    cluster.local.sync_active(Some(&active));
-    Ok(())
-}
-
-/// Verifies, decrypts and loads `model` from the store, off the async workers.
-async fn load_active(
-    store: &Arc<Store>,
-    engine: &EngineConfig,
-    model: &rankd_raft::ModelRef,
-) -> Result<Loaded, StartError> {
-    let what = format!("active model {model}");
-    let (store, engine, m) = (store.clone(), engine.clone(), model.clone());
-    let loaded = tokio::task::spawn_blocking(move || {
-        crate::model::load_stored(&store, &m.name, &m.version, &engine)
-    })
-    .await
-    .map_err(|e| StartError::Model {
-        what: what.clone(),
-        source: LoadError::Kernel(KernelError::Torch(format!(
-            "model loading thread failed: {e}"
-        ))),
-    })?
-    .map_err(|source| StartError::Model { what, source })?;
-    tracing::info!(model = %model, seconds = loaded.load_seconds,
-        "active model verified, decrypted, loaded, warmed up and validated");
-    Ok(loaded)
-}
-
-/// A fresh registry over a store that already holds versions (a data dir restored from a
-/// backup, or one from before the registry existed): registers every intact version and
-/// promotes the store's active one, so the node resumes serving what it served.
-async fn adopt_store(
-    cluster: &Arc<Cluster>,
-    store: &Arc<Store>,
-    engine: &EngineConfig,
-) -> Result<(), StartError> {
-    let records: Vec<ModelRecord> = store
-        .list()
-        .into_iter()
-        .filter(|r| r.state == rankd_artifact::RecordState::Ready)
-        .collect();
-    if records.is_empty() {
-        return Ok(());
-    }
-    for r in &records {
-        let info = rankd_raft::VersionInfo {
-            model: rankd_raft::ModelRef::new(&r.name, &r.version),
-            sha256: r.sha256.clone(),
-            plaintext_sha256: r.plaintext_sha256.clone(),
-            size: r.size,
-            key_id: r.key_id.clone(),
-            uploaded_by: r.uploaded_by.clone(),
-            uploaded_at: r.uploaded_at,
-            origin: cluster.id,
-            retired: false,
-        };
-        cluster
-            .propose(rankd_raft::Command::Register { info })
-            .await?;
-    }
-    tracing::info!(
-        versions = records.len(),
-        "registered the versions already in the store"
-    );
-    let Some(active) = store.active() else {
-        return Ok(());
-    };
-    let model = rankd_raft::ModelRef::new(&active.name, &active.version);
-    let loaded = load_active(store, engine, &model).await?;
-    cluster
-        .local
-        .insert(model.clone(), Arc::new(loaded), &cluster.applied().registry);
-    cluster
-        .propose(rankd_raft::Command::ReportReady {
-            node: cluster.id,
-            model,
-        })
-        .await?;
-    let req = rankd_proto::admin::v1::PromoteRequest {
-        name: active.name.clone(),
-        version: active.version.clone(),
-        requested_by: "rankd (restored store)".into(),
-        ..Default::default()
-    };
-    crate::cluster::promote::promote(cluster, req).await?;
-    Ok(())
-}
-
-fn publish_raft_metrics(cluster: &Cluster, lagging: bool) {
-    let m = cluster.metrics();
-    let g = &cluster.local.metrics().raft;
-    let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    g.term.set(int(m.current_term));
-    g.leader.set(int(m.current_leader.unwrap_or(0)));
-    g.is_leader
-        .set(i64::from(m.current_leader == Some(cluster.id)));
-    g.commit_index.set(int(cluster.committed_index()));
-    g.applied_index
-        .set(int(m.last_applied.map_or(0, |l| l.index)));
-    g.serving_fence_index
-        .set(int(cluster.local.slot().current().map_or(0, |c| c.fence.1)));
-    g.lagging.set(i64::from(lagging));
-}
-
-/// Keeps the health status true to the registry: SERVING only while this node serves the
-/// applied registry's active version, is not lagging, and is not draining.
-async fn track_readiness(
-    cluster: Arc<Cluster>,
-    readiness: Readiness,
-    draining: Arc<std::sync::atomic::AtomicBool>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut changes = cluster.subscribe();
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut last = None;
-    loop {
-        let lagging = cluster.is_lagging();
-        let serving = !draining.load(std::sync::atomic::Ordering::Acquire)
-            && cluster
-                .local
-                .serves(cluster.applied().registry.active.as_ref())
-            && !lagging;
-        publish_raft_metrics(&cluster, lagging);
-        if last != Some(serving) && !draining.load(std::sync::atomic::Ordering::Acquire) {
-            readiness.set(serving).await;
-            tracing::info!(serving, "readiness changed");
-            last = Some(serving);
-        }
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = changes.changed() => {}
-            _ = tick.tick() => {}
-        }
-    }
 }
 
 /// Re-verifies every stored artifact each `interval` (0 disables), with a metric and a log
