@@ -179,10 +179,15 @@ pub fn outcome(verb: &str, resp: &PromoteResponse, elapsed: Duration) -> String 
         .fence
         .as_ref()
         .map_or("(no fence returned)".to_string(), fence_text);
+    // A rollback waits for no readiness: its commit time is the whole proposal.
+    let commit = if verb.starts_with("rolled back") {
+        format!("committed in {:.1} ms", resp.commit_ms)
+    } else {
+        format!("commit {:.1} ms after the last ready", resp.commit_ms)
+    };
     let mut out = format!(
-        "{verb} {fence} in {:.0} ms; commit {:.1} ms after the last ready\n",
+        "{verb} {fence} in {:.0} ms; {commit}\n",
         elapsed.as_secs_f64() * 1e3,
-        resp.commit_ms
     );
     for n in &resp.not_ready {
         out.push_str(&format!(
