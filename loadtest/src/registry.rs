@@ -7,8 +7,9 @@
 //! - Activation skew: first to last node switching, from each node's own apply timestamp
 //!   (`activated_at_ms` in cluster status), over many promotions. The nodes share one
 //!   clock here, so the skew is not blurred by clock offsets.
-//! - Leader failover: from `kill -9` of the leader until the survivors agree on a new one
-//!   (polled every 50 ms through GetClusterStatus, so the figure includes up to one poll).
+//! - Leader failover: from `kill -9` of the leader until a survivor's own metrics name a new
+//!   leader (polled every 10 ms), and until the survivors answer linearizable admin reads
+//!   naming it (GetClusterStatus, polled every 50 ms).
 //! - Catch-up: from restarting the killed node until it serves the active fence.
 
 use std::path::PathBuf;
@@ -25,7 +26,7 @@ pub struct RegistryArgs {
     #[arg(long, default_value_t = 20)]
     pub promotions: usize,
     /// Leader kills to time (each followed by a restart and catch-up).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub failovers: usize,
     #[arg(long, default_value = "bench-out/registry.json")]
     pub out: PathBuf,
@@ -41,6 +42,7 @@ struct Report {
     promote_call_ms: Summary,
     skew_ms: Summary,
     failover_ms: Summary,
+    admin_reads_back_ms: Summary,
     catch_up_ms: Summary,
 }
 
@@ -88,7 +90,8 @@ pub fn run(args: RegistryArgs) -> Result<()> {
         report.commit_ms.line("promotion commit after last ready"),
         report.promote_call_ms.line("Promote call (client side)"),
         report.skew_ms.line("activation skew (first to last)"),
-        report.failover_ms.line("leader failover after kill -9"),
+        report.failover_ms.line("new leader elected after kill -9"),
+        report.admin_reads_back_ms.line("admin reads answer again"),
         report.catch_up_ms.line("restarted node serves the fence"),
     ]
     .join("\n");
@@ -140,14 +143,26 @@ async fn measure(args: &RegistryArgs) -> Report {
     }
 
     eprintln!("--- {} leader failovers", args.failovers);
-    let (mut failover, mut catch_up) = (Vec::new(), Vec::new());
+    let (mut failover, mut reads_back, mut catch_up) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.failovers {
         let leader = c.wait_leader().await;
         let others: Vec<u64> = (1..=3).filter(|&n| n != leader).collect();
         let killed = Instant::now();
         c.kill(leader).await;
-        c.wait_new_leader(&others, leader).await;
+        loop {
+            let seen = c.node(others[0]).metric_value("rankd_raft_leader").await;
+            if seen.is_some_and(|l| l != 0.0 && l != leader as f64) {
+                break;
+            }
+            assert!(
+                killed.elapsed() < std::time::Duration::from_secs(30),
+                "no new leader within 30 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         failover.push(killed.elapsed().as_secs_f64() * 1000.0);
+        c.wait_new_leader(&others, leader).await;
+        reads_back.push(killed.elapsed().as_secs_f64() * 1000.0);
         let active = c.status(others[0]).await.active.expect("an active version");
         let restarted = Instant::now();
         c.restart(leader).await;
@@ -162,6 +177,7 @@ async fn measure(args: &RegistryArgs) -> Report {
         promote_call_ms: Summary::of(call),
         skew_ms: Summary::of(skew),
         failover_ms: Summary::of(failover),
+        admin_reads_back_ms: Summary::of(reads_back),
         catch_up_ms: Summary::of(catch_up),
     }
 }

@@ -4,9 +4,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// Timing of consensus. The defaults re-elect a leader within about 0.6 s of the old one
-/// going silent on loopback: a follower waits a random 300–600 ms without a heartbeat, and
-/// the vote itself takes a round trip.
+/// Timing of consensus.
+///
+/// openraft 0.9 lets a follower that has seen a committed leader start an election only
+/// after the leader's lease (`election_timeout_max_ms`) *plus* a random election timeout
+/// (`min..max`) without a heartbeat. The defaults therefore re-elect within 650–800 ms of
+/// the old leader going silent, plus one vote round trip: under the 1 s target on loopback,
+/// while a leader still has three heartbeats (240 ms) before any follower could doubt it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RaftTiming {
@@ -24,9 +28,9 @@ pub struct RaftTiming {
 impl Default for RaftTiming {
     fn default() -> Self {
         RaftTiming {
-            heartbeat_interval_ms: 100,
-            election_timeout_min_ms: 300,
-            election_timeout_max_ms: 600,
+            heartbeat_interval_ms: 80,
+            election_timeout_min_ms: 250,
+            election_timeout_max_ms: 400,
             connect_timeout_ms: 500,
             rpc_timeout_ms: 1000,
             snapshot_every: 500,
@@ -100,7 +104,8 @@ impl RaftTiming {
             election_timeout_max: self.election_timeout_max_ms,
             install_snapshot_timeout: self.rpc_timeout_ms * 10,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
-            max_in_snapshot_log_to_keep: 64,
+            // Followers that fall further behind than this get the snapshot instead.
+            max_in_snapshot_log_to_keep: self.snapshot_every.min(64),
             ..Default::default()
         }
         .validate()
@@ -130,7 +135,7 @@ mod tests {
     #[test]
     fn unsafe_timing_is_refused() {
         let slow_heartbeat = RaftTiming {
-            heartbeat_interval_ms: 200,
+            heartbeat_interval_ms: 100,
             ..RaftTiming::default()
         };
         assert!(matches!(
@@ -138,7 +143,7 @@ mod tests {
             Err(TimingError::HeartbeatTooSlow { .. })
         ));
         let equal = RaftTiming {
-            election_timeout_max_ms: 300,
+            election_timeout_max_ms: 250,
             ..RaftTiming::default()
         };
         assert!(matches!(

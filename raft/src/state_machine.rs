@@ -197,6 +197,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
         let mut st = write(&self.state).map_err(sm_write_err)?;
         *st = new;
+        tracing::info!(snapshot = %meta.snapshot_id, last_applied = ?meta.last_log_id,
+            "installed a registry snapshot from the leader");
         if let Some(hook) = &self.hook {
             hook.reset(&st.registry);
         }

@@ -1,6 +1,6 @@
-//! Membership: a node added as a learner receives the registry and the artifacts and serves
-//! the active version; a removed node leaves the status for good, and its id is never
-//! accepted again.
+//! Membership: a node added as a learner receives the registry (as a snapshot: the log it
+//! would need is purged) and the artifacts and serves the active version; a removed node
+//! leaves the status for good, and its id is never accepted again.
 
 use rankd_proto::admin::v1::AddNodeRequest;
 use rankd_tests::{init, node_status, wait_for, Cluster, ELECTION_TIMEOUT};
@@ -9,10 +9,17 @@ use tonic::Code;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_learner_joins_serves_and_once_removed_its_id_is_retired() {
     init();
-    let mut c = Cluster::start(3).await;
+    // Snapshot every 4 entries and keep no more log than that behind it, so by the time node
+    // 4 joins, the leader can only bring it up to date with a snapshot.
+    let mut c = Cluster::builder(3)
+        .set("raft.snapshot_every", "4")
+        .start()
+        .await;
     c.upload(1, "1").await;
     let f1 = c.must_promote(1, "1").await;
     c.wait_all_serving(&f1).await;
+    c.upload(2, "2").await;
+    c.wait_ready_everywhere(1, "2").await;
 
     tracing::info!("--- add node 4 as a learner");
     let id = c.add_node().await;
@@ -32,6 +39,12 @@ async fn a_learner_joins_serves_and_once_removed_its_id_is_retired() {
 
     tracing::info!("--- it fetches the active version from its peers and serves it");
     c.wait_serving_fence(4, &f1).await;
+    assert!(
+        c.node(4)
+            .log()
+            .contains("installed a registry snapshot from the leader"),
+        "node 4 should have caught up from a snapshot"
+    );
     let own = c.status(4).await;
     assert_eq!(own.active.as_ref(), Some(&f1), "{own:?}");
 
@@ -63,7 +76,6 @@ async fn a_learner_joins_serves_and_once_removed_its_id_is_retired() {
     assert!(err.message().contains('4'), "{err:?}");
 
     tracing::info!("--- the three voters still promote");
-    c.upload(2, "2").await;
     let f2 = c.must_promote(3, "2").await;
     c.wait_all_serving(&f2).await;
 }

@@ -32,9 +32,17 @@ pub(super) async fn track_readiness(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut changes = cluster.subscribe();
+    // Consensus changes (a new leader, a new term) show in the gauges at once.
+    let mut raft = cluster.raft.metrics();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last = None;
+    let mut leader = None;
     loop {
+        let now_leader = raft.borrow().current_leader;
+        if now_leader != leader {
+            tracing::info!(leader = ?now_leader, term = raft.borrow().current_term, "raft leader changed");
+            leader = now_leader;
+        }
         let lagging = cluster.is_lagging();
         let serving = !draining.load(Ordering::Acquire)
             && cluster
@@ -50,6 +58,7 @@ pub(super) async fn track_readiness(
         tokio::select! {
             _ = stop.changed() => return,
             _ = changes.changed() => {}
+            _ = raft.changed() => {}
             _ = tick.tick() => {}
         }
     }
