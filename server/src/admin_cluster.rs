@@ -51,6 +51,21 @@ fn forward_failed(leader: &str, status: Status) -> Status {
     out
 }
 
+/// What the registry records about a stored version that arrived at node `origin`.
+pub fn version_info(record: &ModelRecord, origin: rankd_raft::NodeId) -> VersionInfo {
+    VersionInfo {
+        model: ModelRef::new(&record.name, &record.version),
+        sha256: record.sha256.clone(),
+        plaintext_sha256: record.plaintext_sha256.clone(),
+        size: record.size,
+        key_id: record.key_id.clone(),
+        uploaded_by: record.uploaded_by.clone(),
+        uploaded_at: record.uploaded_at,
+        origin,
+        retired: false,
+    }
+}
+
 /// Records a freshly stored upload in the registry and reports this node ready for it (it
 /// was just loaded and validated here).
 pub async fn register(
@@ -63,17 +78,7 @@ pub async fn register(
     // loaded and does not load a second copy.
     let registry = cluster.applied().registry.clone();
     cluster.local.insert(model.clone(), loaded, &registry);
-    let info = VersionInfo {
-        model: model.clone(),
-        sha256: record.sha256.clone(),
-        plaintext_sha256: record.plaintext_sha256.clone(),
-        size: record.size,
-        key_id: record.key_id.clone(),
-        uploaded_by: record.uploaded_by.clone(),
-        uploaded_at: record.uploaded_at,
-        origin: cluster.id,
-        retired: false,
-    };
+    let info = version_info(record, cluster.id);
     cluster.propose(Command::Register { info }).await?;
     cluster
         .propose(Command::ReportReady {

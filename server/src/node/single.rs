@@ -20,22 +20,30 @@ pub(super) async fn import_bundle(
     store: &Arc<Store>,
     engine: &EngineConfig,
 ) -> Result<(ModelRecord, Loaded), StartError> {
-    let what = format!("model bundle {}", dir.display());
-    let (dir, store, engine) = (dir.to_path_buf(), store.clone(), engine.clone());
-    let (record, loaded) = tokio::task::spawn_blocking(move || {
-        store_and_validate(&store, &dir, "rankd (model.bundle)", &engine)
+    let (dir_owned, store, engine) = (dir.to_path_buf(), store.clone(), engine.clone());
+    let (record, loaded) = off_runtime(format!("model bundle {}", dir.display()), move || {
+        store_and_validate(&store, &dir_owned, "rankd (model.bundle)", &engine)
     })
-    .await
-    .map_err(|e| StartError::Model {
-        what: what.clone(),
-        source: LoadError::Kernel(KernelError::Torch(format!(
-            "model loading thread failed: {e}"
-        ))),
-    })?
-    .map_err(|source| StartError::Model { what, source })?;
+    .await?;
     tracing::info!(name = %record.name, version = %record.version, seconds = loaded.load_seconds,
         "model verified, decrypted, loaded, warmed up and validated");
     Ok((record, loaded))
+}
+
+/// Runs a model load on a blocking thread; a failure is a start error about `what`.
+async fn off_runtime<T: Send + 'static>(
+    what: String,
+    load: impl FnOnce() -> Result<T, LoadError> + Send + 'static,
+) -> Result<T, StartError> {
+    tokio::task::spawn_blocking(load)
+        .await
+        .map_err(|e| StartError::Model {
+            what: what.clone(),
+            source: LoadError::Kernel(KernelError::Torch(format!(
+                "model loading thread failed: {e}"
+            ))),
+        })?
+        .map_err(|source| StartError::Model { what, source })
 }
 
 /// A single node: becomes its own cluster, promotes the configured bundle unless it is
@@ -101,19 +109,11 @@ async fn load_active(
     engine: &EngineConfig,
     model: &rankd_raft::ModelRef,
 ) -> Result<Loaded, StartError> {
-    let what = format!("active model {model}");
     let (store, engine, m) = (store.clone(), engine.clone(), model.clone());
-    let loaded = tokio::task::spawn_blocking(move || {
+    let loaded = off_runtime(format!("active model {model}"), move || {
         crate::model::load_stored(&store, &m.name, &m.version, &engine)
     })
-    .await
-    .map_err(|e| StartError::Model {
-        what: what.clone(),
-        source: LoadError::Kernel(KernelError::Torch(format!(
-            "model loading thread failed: {e}"
-        ))),
-    })?
-    .map_err(|source| StartError::Model { what, source })?;
+    .await?;
     tracing::info!(model = %model, seconds = loaded.load_seconds,
         "active model verified, decrypted, loaded, warmed up and validated");
     Ok(loaded)
@@ -136,17 +136,7 @@ async fn adopt_store(
         return Ok(());
     }
     for r in &records {
-        let info = rankd_raft::VersionInfo {
-            model: rankd_raft::ModelRef::new(&r.name, &r.version),
-            sha256: r.sha256.clone(),
-            plaintext_sha256: r.plaintext_sha256.clone(),
-            size: r.size,
-            key_id: r.key_id.clone(),
-            uploaded_by: r.uploaded_by.clone(),
-            uploaded_at: r.uploaded_at,
-            origin: cluster.id,
-            retired: false,
-        };
+        let info = crate::admin_cluster::version_info(r, cluster.id);
         cluster
             .propose(rankd_raft::Command::Register { info })
             .await?;
