@@ -96,6 +96,17 @@ pub enum Command {
         model: ModelRef,
         reason: String,
     },
+    /// The node no longer holds `model` in memory (it made room, or restarted): it must
+    /// load it again before a promotion may count on it.
+    ReportUnloaded {
+        node: NodeId,
+        model: ModelRef,
+    },
+    /// The leader is about to wait for readiness of `model`: every node keeps it loaded
+    /// (even an older version it had unloaded) until another version is activated.
+    Prepare {
+        model: ModelRef,
+    },
     Promote {
         model: ModelRef,
         /// When set, the promotion applies only if this is the active version.
@@ -108,6 +119,9 @@ pub enum Command {
     },
     Rollback {
         expect: Option<ModelRef>,
+        /// Nodes that must hold the previous version loaded, as for Promote.
+        #[serde(default)]
+        required: Vec<NodeId>,
         by: String,
         at_ms: u64,
     },
@@ -168,6 +182,9 @@ pub struct Registry {
     pub history: Vec<HistoryEntry>,
     /// Ids of removed nodes: never reused.
     pub forgotten: BTreeSet<NodeId>,
+    /// The version a promotion is waiting on, if any.
+    #[serde(default)]
+    pub preparing: Option<ModelRef>,
 }
 
 /// Serializes a map keyed by [`ModelRef`] as a sequence of `[key, value]` pairs: formats
@@ -277,9 +294,28 @@ impl Registry {
                 by,
                 at_ms,
             } => self.promote(term, index, model, expect.as_ref(), required, by, *at_ms),
-            Command::Rollback { expect, by, at_ms } => {
-                self.rollback(term, index, expect.as_ref(), by, *at_ms)
+            Command::Rollback {
+                expect,
+                required,
+                by,
+                at_ms,
+            } => self.rollback(term, index, expect.as_ref(), required, by, *at_ms),
+            Command::ReportUnloaded { node, model } => {
+                if let Some(r) = self.ready.get_mut(node) {
+                    r.remove(model);
+                }
+                Outcome::ok()
             }
+            Command::Prepare { model } => match self.versions.get(model) {
+                None => Outcome::reject(Rejection::NotFound, format!("{model} is not registered")),
+                Some(v) if v.retired => {
+                    Outcome::reject(Rejection::FailedPrecondition, format!("{model} is retired"))
+                }
+                Some(_) => {
+                    self.preparing = Some(model.clone());
+                    Outcome::ok()
+                }
+            },
             Command::Retire { model } => self.retire(model),
             Command::ForgetNode { node } => {
                 self.forgotten.insert(*node);
@@ -342,22 +378,8 @@ impl Registry {
                 };
             }
         }
-        let missing: Vec<String> = required
-            .iter()
-            .filter(|n| !self.is_ready(**n, model))
-            .map(|n| match self.failed.get(n).and_then(|f| f.get(model)) {
-                Some(reason) => format!("node {n}: {reason}"),
-                None => format!("node {n}: not ready"),
-            })
-            .collect();
-        if !missing.is_empty() {
-            return Outcome::reject(
-                Rejection::FailedPrecondition,
-                format!(
-                    "{model} is not ready on every required node: {}",
-                    missing.join("; ")
-                ),
-            );
+        if let Some(reject) = self.check_ready(model, required) {
+            return reject;
         }
         Outcome::Applied {
             fence: Some(self.activate(term, index, model.clone(), "promote", by, at_ms)),
@@ -369,6 +391,7 @@ impl Registry {
         term: u64,
         index: u64,
         expect: Option<&ModelRef>,
+        required: &[NodeId],
         by: &str,
         at_ms: u64,
     ) -> Outcome {
@@ -386,6 +409,9 @@ impl Registry {
                 Rejection::FailedPrecondition,
                 format!("previous version {} is retired", previous.model),
             );
+        }
+        if let Some(reject) = self.check_ready(&previous.model, required) {
+            return reject;
         }
         Outcome::Applied {
             fence: Some(self.activate(term, index, previous.model, "rollback", by, at_ms)),
@@ -407,6 +433,7 @@ impl Registry {
             index,
         };
         let from = self.active.as_ref().map(|f| f.model.clone());
+        self.preparing = None;
         self.previous = self.active.replace(fence.clone());
         self.history.push(HistoryEntry {
             action: action.into(),
@@ -438,6 +465,28 @@ impl Registry {
                 Outcome::ok()
             }
         }
+    }
+
+    /// Every node in `required` must have reported `model` ready (and not unloaded it).
+    fn check_ready(&self, model: &ModelRef, required: &[NodeId]) -> Option<Outcome> {
+        let missing: Vec<String> = required
+            .iter()
+            .filter(|n| !self.is_ready(**n, model))
+            .map(|n| match self.failed.get(n).and_then(|f| f.get(model)) {
+                Some(reason) => format!("node {n}: {reason}"),
+                None => format!("node {n}: not ready"),
+            })
+            .collect();
+        if missing.is_empty() {
+            return None;
+        }
+        Some(Outcome::reject(
+            Rejection::FailedPrecondition,
+            format!(
+                "{model} is not ready on every required node: {}",
+                missing.join("; ")
+            ),
+        ))
     }
 
     fn check_expect(&self, expect: Option<&ModelRef>) -> Option<Outcome> {

@@ -45,7 +45,19 @@ impl Admin for AdminService {
             Status::from(e)
         })?;
         tracing::info!(name = %record.name, version = %record.version, sha256 = %record.sha256, "model stored");
-        self.register(&record, loaded).await.map_err(Status::from)?;
+        if let Err(e) = self.register(&record, loaded).await {
+            if matches!(
+                e,
+                crate::error::ClusterError::Rejected {
+                    reason: rankd_raft::Rejection::AlreadyExists,
+                    ..
+                }
+            ) {
+                // The registry holds other content under this version: keep none of this.
+                let _ = self.store.remove(&record.name, &record.version);
+            }
+            return Err(Status::from(e));
+        }
         self.collect_garbage();
         Ok(Response::new(pb::UploadModelResponse {
             model: Some(self.to_proto(&record)),

@@ -74,12 +74,27 @@ pub async fn register(
     loaded: Arc<Loaded>,
 ) -> Result<(), ClusterError> {
     let model = ModelRef::new(&record.name, &record.version);
+    // Other content under a registered version would serve under that version's fence:
+    // refuse it before it is held anywhere.
+    if let Some(existing) = cluster.applied().registry.versions.get(&model) {
+        if existing.plaintext_sha256 != record.plaintext_sha256 {
+            return Err(ClusterError::Rejected {
+                reason: rankd_raft::Rejection::AlreadyExists,
+                message: format!(
+                    "{model} is already registered with content {}",
+                    existing.plaintext_sha256
+                ),
+            });
+        }
+    }
     // Held before Register applies, so the reconciler (woken by it) finds the version
     // loaded and does not load a second copy.
-    let registry = cluster.applied().registry.clone();
-    cluster.local.insert(model.clone(), loaded, &registry);
+    cluster.local.insert(model.clone(), loaded);
     let info = version_info(record, cluster.id);
-    cluster.propose(Command::Register { info }).await?;
+    if let Err(e) = cluster.propose(Command::Register { info }).await {
+        cluster.local.remove(&model);
+        return Err(e);
+    }
     cluster
         .propose(Command::ReportReady {
             node: cluster.id,

@@ -105,7 +105,6 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             local.insert(
                 rankd_raft::ModelRef::new(&record.name, &record.version),
                 loaded.clone(),
-                &rankd_raft::Registry::default(),
             );
             Some((record, loaded))
         }

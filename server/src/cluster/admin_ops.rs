@@ -121,6 +121,15 @@ pub async fn remove_node(
     let state = cluster.read().await?;
     let membership = state.membership.membership();
     if membership.get_node(&id).is_none() {
+        if state.registry.forgotten.contains(&id) {
+            return Ok(());
+        }
+        // Left the membership but its id was never retired (the last removal stopped in
+        // between): finish it.
+        if was_member(&state, id) {
+            cluster.propose(Command::ForgetNode { node: id }).await?;
+            return Ok(());
+        }
         return Err(ClusterError::NotFound(format!("node {id} is not a member")));
     }
     let is_voter = membership.voter_ids().any(|v| v == id);
@@ -162,6 +171,15 @@ pub async fn history(cluster: &Cluster) -> Result<pb::HistoryResponse, ClusterEr
         })
         .collect();
     Ok(pb::HistoryResponse { entries })
+}
+
+/// Whether `id` ever held a registry role here (reported readiness or a failure, or
+/// uploaded a version): a node never seen is simply unknown.
+fn was_member(state: &rankd_raft::state_machine::AppliedState, id: NodeId) -> bool {
+    let r = &state.registry;
+    r.ready.contains_key(&id)
+        || r.failed.contains_key(&id)
+        || r.versions.values().any(|v| v.origin == id)
 }
 
 fn raft(e: impl std::fmt::Display) -> ClusterError {

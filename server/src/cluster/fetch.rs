@@ -39,12 +39,18 @@ pub struct Reconciler {
 }
 
 /// The versions a node keeps loaded: the active and previous ones (rollback is a pointer
-/// swap) and the two newest registered candidates not yet promoted.
+/// swap), a version being prepared for promotion, and the two newest registered
+/// candidates not yet promoted.
 pub fn wanted(registry: &Registry) -> Vec<ModelRef> {
     let mut out: Vec<ModelRef> = Vec::new();
     for f in [&registry.active, &registry.previous].into_iter().flatten() {
         if !out.contains(&f.model) {
             out.push(f.model.clone());
+        }
+    }
+    if let Some(p) = &registry.preparing {
+        if !out.contains(p) && registry.versions.get(p).is_some_and(|v| !v.retired) {
+            out.push(p.clone());
         }
     }
     let active_at = registry
@@ -106,9 +112,27 @@ impl Reconciler {
                     }
                 }
             }
-            self.cluster.local.retain(&keep);
-            self.cluster.local.sync_active(registry.active.as_ref());
-            self.mirror_active(&registry);
+            // A version dropped from memory is no longer ready here: say so, or a promotion
+            // could commit on the strength of a copy that is gone.
+            let latest = self.cluster.applied().registry.clone();
+            let mut unloaded = self.cluster.local.retain(&keep);
+            if let Some(mine) = latest.ready.get(&self.cluster.id) {
+                let loaded = self.cluster.local.loaded_versions();
+                unloaded.extend(mine.iter().filter(|m| !loaded.contains(m)).cloned());
+            }
+            unloaded.sort();
+            unloaded.dedup();
+            for model in unloaded {
+                if latest.is_ready(self.cluster.id, &model) && !keep.contains(&model) {
+                    self.report(Command::ReportUnloaded {
+                        node: self.cluster.id,
+                        model,
+                    })
+                    .await;
+                }
+            }
+            self.cluster.local.resync();
+            self.mirror_active(&latest);
             let retry = tokio::time::sleep(RETRY_AFTER);
             tokio::select! {
                 _ = stop.changed() => return,
@@ -123,6 +147,15 @@ impl Reconciler {
     async fn ensure(&self, info: &VersionInfo, registry: &Registry) -> Result<(), String> {
         let model = &info.model;
         let record = self.store.get(&model.name, &model.version);
+        if let Some(r) = record
+            .as_ref()
+            .filter(|r| r.plaintext_sha256 != info.plaintext_sha256)
+        {
+            return Err(format!(
+                "this node's stored copy holds content {}, the registry's is {}; remove it",
+                r.plaintext_sha256, info.plaintext_sha256
+            ));
+        }
         let intact = record
             .as_ref()
             .is_some_and(|r| r.state == RecordState::Ready);
@@ -139,10 +172,7 @@ impl Reconciler {
                     loaded.info.name, loaded.info.version
                 ));
             }
-            let current = self.cluster.applied().registry.clone();
-            self.cluster
-                .local
-                .insert(model.clone(), Arc::new(loaded), &current);
+            self.cluster.local.insert(model.clone(), Arc::new(loaded));
         }
         self.cluster.local.set_stage(model, Stage::Ready, "");
         if !registry.is_ready(self.cluster.id, model) {

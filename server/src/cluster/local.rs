@@ -60,6 +60,10 @@ pub struct LocalModels {
     loaded: Mutex<BTreeMap<ModelRef, Arc<Loaded>>>,
     stages: Mutex<BTreeMap<ModelRef, (Stage, String)>>,
     activation: Mutex<Activation>,
+    /// The active version as last *applied*, written only by the apply hook. Every switch
+    /// of the slot happens under this lock and against this value, never against a copy a
+    /// caller read earlier: a slow reconciler pass must not undo a newer promotion.
+    target: Mutex<Option<Fence>>,
     /// Wakes the reconciler (a registry change it must act on, or a scrub result).
     pub wake: tokio::sync::Notify,
 }
@@ -72,6 +76,7 @@ impl LocalModels {
             loaded: Mutex::new(BTreeMap::new()),
             stages: Mutex::new(BTreeMap::new()),
             activation: Mutex::new(Activation::default()),
+            target: Mutex::new(None),
             wake: tokio::sync::Notify::new(),
         }
     }
@@ -92,17 +97,38 @@ impl LocalModels {
         lock(&self.loaded).keys().cloned().collect()
     }
 
-    /// Keeps `loaded` for `model`. If the registry already names it active (the node was
+    /// Keeps `loaded` for `model`. If the applied registry names it active (the node was
     /// behind), installs it now.
-    pub fn insert(&self, model: ModelRef, loaded: Arc<Loaded>, registry: &Registry) {
+    pub fn insert(&self, model: ModelRef, loaded: Arc<Loaded>) {
         self.set_stage(&model, Stage::Ready, "");
         lock(&self.loaded).insert(model, loaded);
-        self.sync_active(registry.active.as_ref());
+        self.resync();
     }
 
-    /// Drops every loaded version not in `keep`.
-    pub fn retain(&self, keep: &[ModelRef]) {
-        lock(&self.loaded).retain(|m, _| keep.contains(m));
+    /// Forgets a loaded version (an upload the registry refused).
+    pub fn remove(&self, model: &ModelRef) {
+        lock(&self.loaded).remove(model);
+        lock(&self.stages).remove(model);
+        self.resync();
+    }
+
+    /// Drops every loaded version not in `keep`, except the applied active one; returns
+    /// what was dropped.
+    pub fn retain(&self, keep: &[ModelRef]) -> Vec<ModelRef> {
+        let active = lock(&self.target).as_ref().map(|f| f.model.clone());
+        let mut dropped = Vec::new();
+        lock(&self.loaded).retain(|m, _| {
+            let kept = keep.contains(m) || active.as_ref() == Some(m);
+            if !kept {
+                dropped.push(m.clone());
+            }
+            kept
+        });
+        let mut stages = lock(&self.stages);
+        for m in &dropped {
+            stages.remove(m);
+        }
+        dropped
     }
 
     pub fn set_stage(&self, model: &ModelRef, stage: Stage, detail: impl Into<String>) {
@@ -136,8 +162,11 @@ impl LocalModels {
         }
     }
 
-    /// Makes the slot match `active`: install it if loaded, else serve nothing.
-    pub fn sync_active(&self, active: Option<&Fence>) {
+    /// Makes the slot match the applied active version: install it if loaded, else serve
+    /// nothing.
+    pub fn resync(&self) {
+        let target = lock(&self.target);
+        let active = target.as_ref();
         if self.serves(active) {
             return;
         }
@@ -170,6 +199,11 @@ impl LocalModels {
             }
         }
     }
+
+    fn set_target(&self, active: Option<&Fence>) {
+        *lock(&self.target) = active.cloned();
+        self.resync();
+    }
 }
 
 impl ApplyHook for LocalModels {
@@ -182,15 +216,18 @@ impl ApplyHook for LocalModels {
     ) {
         match (command, outcome) {
             (Some(Command::Promote { .. } | Command::Rollback { .. }), Outcome::Applied { .. }) => {
-                self.sync_active(registry.active.as_ref())
+                self.set_target(registry.active.as_ref())
             }
-            (Some(Command::Register { .. } | Command::Retire { .. }), _) => self.wake.notify_one(),
+            (
+                Some(Command::Register { .. } | Command::Retire { .. } | Command::Prepare { .. }),
+                _,
+            ) => self.wake.notify_one(),
             _ => {}
         }
     }
 
     fn reset(&self, registry: &Registry) {
-        self.sync_active(registry.active.as_ref());
+        self.set_target(registry.active.as_ref());
         self.wake.notify_one();
     }
 }

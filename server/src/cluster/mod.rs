@@ -35,6 +35,9 @@ use tokio::sync::watch;
 use crate::error::ClusterError;
 pub use local::LocalModels;
 
+/// How long a proposal may wait for its commit before the caller is told UNAVAILABLE.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Metadata key carrying the leader's client address on UNAVAILABLE answers.
 pub const LEADER_HEADER: &str = "rankd-leader";
 /// Metadata key marking an admin call a node forwarded to the leader (never forwarded twice).
@@ -155,6 +158,19 @@ impl Cluster {
         Some((id, node))
     }
 
+    /// A call to the leader that broke in transit (refused, timed out, reset) means this
+    /// node cannot reach a leader: UNAVAILABLE, naming the leader it tried. The leader's own
+    /// answers pass through.
+    fn peer_failed(&self, id: NodeId, status: tonic::Status) -> ClusterError {
+        match status.code() {
+            tonic::Code::Unavailable
+            | tonic::Code::Cancelled
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Unknown => self.no_leader(),
+            _ => ClusterError::Peer { peer: id, status },
+        }
+    }
+
     fn no_leader(&self) -> ClusterError {
         ClusterError::NoLeader {
             leader: self.leader().map(|(_, n)| n.api_addr),
@@ -179,7 +195,16 @@ impl Cluster {
 
     /// Proposes on this node, which must be the leader.
     pub async fn propose_local(&self, cmd: Command) -> Result<Outcome, ClusterError> {
-        match self.raft.client_write(cmd).await {
+        // A leader cut off from its quorum does not step down by itself in openraft 0.9, and
+        // its writes wait for a commit that cannot come: bound the wait. The entry may
+        // still commit later if the partition heals.
+        let write = tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(cmd));
+        let Ok(result) = write.await else {
+            return Err(ClusterError::NoLeader {
+                leader: self.leader().map(|(_, n)| n.api_addr),
+            });
+        };
+        match result {
             Ok(resp) => Ok(resp.data),
             Err(openraft::error::RaftError::APIError(
                 openraft::error::ClientWriteError::ForwardToLeader(f),
@@ -204,10 +229,7 @@ impl Cluster {
         let reply = PeerClient::new(channels.control)
             .propose(RaftMessage { json })
             .await
-            .map_err(|status| match status.code() {
-                tonic::Code::Unavailable => self.no_leader(),
-                _ => ClusterError::Peer { peer: id, status },
-            })?;
+            .map_err(|status| self.peer_failed(id, status))?;
         serde_json::from_slice(&reply.into_inner().json)
             .map_err(|e| ClusterError::Raft(format!("leader {id} answered undecodable JSON: {e}")))
     }
@@ -225,10 +247,7 @@ impl Cluster {
                 PeerClient::new(channels.control)
                     .read_index(ReadIndexRequest {})
                     .await
-                    .map_err(|status| match status.code() {
-                        tonic::Code::Unavailable => self.no_leader(),
-                        _ => ClusterError::Peer { peer: id, status },
-                    })?
+                    .map_err(|status| self.peer_failed(id, status))?
                     .into_inner()
                     .index
             }
@@ -302,6 +321,12 @@ impl Cluster {
             .map_err(|e| ClusterError::Raft(format!("leader address {api_addr}: {e}")))?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
+            // A leader that vanishes without closing the connection is noticed in seconds,
+            // and no forwarded call outlives the longest promotion wait.
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(2))
+            .keep_alive_while_idle(true)
+            .timeout(self.ready_timeout + Duration::from_secs(30))
             .connect_lazy();
         map.insert(api_addr.to_string(), channel.clone());
         Ok(channel)

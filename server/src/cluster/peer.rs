@@ -98,6 +98,19 @@ impl Peer for PeerService {
     ) -> Result<Response<pb::RaftMessage>, Status> {
         let cmd: Command = serde_json::from_slice(&request.into_inner().json)
             .map_err(|e| Status::invalid_argument(format!("registry command: {e}")))?;
+        // Peers only report what they did. Promotions, rollbacks and membership run on the
+        // leader's own path, with its readiness checks, never on a peer's say-so.
+        if !matches!(
+            cmd,
+            Command::Register { .. }
+                | Command::ReportReady { .. }
+                | Command::ReportFailed { .. }
+                | Command::ReportUnloaded { .. }
+        ) {
+            return Err(Status::permission_denied(
+                "peers may only forward Register and readiness reports",
+            ));
+        }
         if !self.cluster.is_leader() {
             return Err(Status::unavailable("not the leader"));
         }

@@ -89,6 +89,14 @@ pub async fn promote(
         .collect();
     let voters: BTreeSet<NodeId> = state.membership.membership().voter_ids().collect();
     let mut live = probe(cluster, &members).await;
+    // Every node keeps the version loaded from here on, even one it had unloaded.
+    if state.registry.preparing.as_ref() != Some(&model) {
+        cluster
+            .propose(Command::Prepare {
+                model: model.clone(),
+            })
+            .await?;
+    }
     let deadline = Instant::now() + timeout;
     let mut changes = cluster.subscribe();
     let mut last_probe = Instant::now();
@@ -223,10 +231,21 @@ pub async fn rollback(
     } else {
         req.requested_by
     };
+    // Every live member must still hold the previous version; one that does not (it
+    // restarted, or never could load it) would stop serving at the switch.
+    let members: Vec<(NodeId, PeerNode)> = state
+        .membership
+        .membership()
+        .nodes()
+        .filter(|(id, _)| !state.registry.forgotten.contains(id))
+        .map(|(id, n)| (*id, n.clone()))
+        .collect();
+    let required: Vec<NodeId> = probe(cluster, &members).await.into_iter().collect();
     let started = Instant::now();
     let outcome = cluster
         .propose(Command::Rollback {
             expect,
+            required,
             by,
             at_ms: now_ms(),
         })

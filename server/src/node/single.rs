@@ -93,13 +93,9 @@ pub(super) async fn start_single(
         // A restart: the active version comes from the store. A single node that cannot
         // serve it fails the start (exit 65), as it would with model.bundle.
         let loaded = load_active(store, engine, &active.model).await?;
-        cluster.local.insert(
-            active.model.clone(),
-            Arc::new(loaded),
-            &cluster.applied().registry,
-        );
+        cluster.local.insert(active.model.clone(), Arc::new(loaded));
     }
-    cluster.local.sync_active(Some(&active));
+    cluster.local.resync();
     Ok(())
 }
 
@@ -150,9 +146,7 @@ async fn adopt_store(
     };
     let model = rankd_raft::ModelRef::new(&active.name, &active.version);
     let loaded = load_active(store, engine, &model).await?;
-    cluster
-        .local
-        .insert(model.clone(), Arc::new(loaded), &cluster.applied().registry);
+    cluster.local.insert(model.clone(), Arc::new(loaded));
     cluster
         .propose(rankd_raft::Command::ReportReady {
             node: cluster.id,

@@ -206,3 +206,55 @@ fn rollback_expect_mismatch_is_refused() {
     assert!(msg.contains("ranker@v1"), "{msg}");
     assert!(msg.contains("ranker@v2"), "{msg}");
 }
+
+#[test]
+fn rollback_requires_the_previous_version_ready_on_required_nodes() {
+    let mut h = with_v2_active();
+    h.ok(Command::ReportUnloaded {
+        node: 2,
+        model: m("v1"),
+    });
+    let msg = h.rejected(
+        Command::Rollback {
+            expect: None,
+            required: vec![1, 2],
+            by: "carol".into(),
+            at_ms: 1,
+        },
+        Rejection::FailedPrecondition,
+    );
+    assert!(msg.contains("node 2: not ready"), "{msg}");
+    assert!(!msg.contains("node 1"), "{msg}");
+    h.ok(ready(2, "v1"));
+    let f = h.fenced(Command::Rollback {
+        expect: None,
+        required: vec![1, 2],
+        by: "carol".into(),
+        at_ms: 1,
+    });
+    assert_eq!(f.model, m("v1"));
+}
+
+#[test]
+fn report_unloaded_makes_a_node_not_ready_without_a_failure() {
+    let mut h = with_v1_active();
+    h.ok(Command::ReportUnloaded {
+        node: 1,
+        model: m("v2"),
+    });
+    assert!(!h.reg.is_ready(1, &m("v2")));
+    assert!(h.reg.is_ready(2, &m("v2")));
+    assert!(h.reg.failed.get(&1).is_none_or(|f| f.is_empty()));
+    let msg = h.rejected(promote("v2", None, &[1, 2]), Rejection::FailedPrecondition);
+    assert!(msg.contains("node 1: not ready"), "{msg}");
+}
+
+#[test]
+fn prepare_marks_the_version_until_an_activation_clears_it() {
+    let mut h = with_v1_active();
+    h.rejected(Command::Prepare { model: m("nope") }, Rejection::NotFound);
+    h.ok(Command::Prepare { model: m("v2") });
+    assert_eq!(h.reg.preparing, Some(m("v2")));
+    h.fenced(promote("v2", None, &[1, 2]));
+    assert_eq!(h.reg.preparing, None);
+}

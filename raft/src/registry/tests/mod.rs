@@ -57,6 +57,7 @@ fn promote(version: &str, expect: Option<&str>, required: &[NodeId]) -> Command 
 
 fn rollback(expect: Option<&str>) -> Command {
     Command::Rollback {
+        required: vec![],
         expect: expect.map(m),
         by: "carol".to_string(),
         at_ms: 1_700_000_999_000,
