@@ -162,7 +162,18 @@ impl Reconciler {
         if self.cluster.local.get(model).is_none() || !intact {
             let loaded = if intact {
                 self.cluster.local.set_stage(model, Stage::Loading, "");
-                self.load_local(model).await?
+                match self.load_local(model).await {
+                    Ok(l) => l,
+                    // A copy that no longer matches its checksum is quarantined by a scrub
+                    // right away, and a verified one fetched, rather than waiting for the
+                    // next scheduled scrub.
+                    Err(e) if self.quarantined_now(model).await => {
+                        tracing::warn!(model = %model, error = %e,
+                            "the stored copy failed verification; fetching it from a peer");
+                        self.fetch_and_load(info, registry).await?
+                    }
+                    Err(e) => return Err(e),
+                }
             } else {
                 self.fetch_and_load(info, registry).await?
             };
@@ -183,6 +194,15 @@ impl Reconciler {
             .await;
         }
         Ok(())
+    }
+
+    /// Re-verifies the store now; whether `model`'s copy turned out corrupt.
+    async fn quarantined_now(&self, model: &ModelRef) -> bool {
+        let store = self.store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.scrub()).await;
+        self.store
+            .get(&model.name, &model.version)
+            .is_some_and(|r| r.state == RecordState::Quarantined)
     }
 
     async fn load_local(&self, model: &ModelRef) -> Result<Loaded, String> {
