@@ -76,6 +76,9 @@ impl Reconciler {
         let mut changes = self.cluster.subscribe();
         let mut failed: BTreeMap<ModelRef, Instant> = BTreeMap::new();
         loop {
+            // First say what this node does not hold (after a restart: everything), so no
+            // promotion counts on it while it loads.
+            self.report_unloaded(&[]).await;
             let registry = self.cluster.applied().registry.clone();
             let keep = wanted(&registry);
             for model in &keep {
@@ -114,25 +117,10 @@ impl Reconciler {
             }
             // A version dropped from memory is no longer ready here: say so, or a promotion
             // could commit on the strength of a copy that is gone.
-            let latest = self.cluster.applied().registry.clone();
-            let mut unloaded = self.cluster.local.retain(&keep);
-            if let Some(mine) = latest.ready.get(&self.cluster.id) {
-                let loaded = self.cluster.local.loaded_versions();
-                unloaded.extend(mine.iter().filter(|m| !loaded.contains(m)).cloned());
-            }
-            unloaded.sort();
-            unloaded.dedup();
-            for model in unloaded {
-                if latest.is_ready(self.cluster.id, &model) && !keep.contains(&model) {
-                    self.report(Command::ReportUnloaded {
-                        node: self.cluster.id,
-                        model,
-                    })
-                    .await;
-                }
-            }
+            let dropped = self.cluster.local.retain(&keep);
+            self.report_unloaded(&dropped).await;
             self.cluster.local.resync();
-            self.mirror_active(&latest);
+            self.mirror_active(&self.cluster.applied().registry);
             let retry = tokio::time::sleep(RETRY_AFTER);
             tokio::select! {
                 _ = stop.changed() => return,
@@ -186,7 +174,13 @@ impl Reconciler {
             self.cluster.local.insert(model.clone(), Arc::new(loaded));
         }
         self.cluster.local.set_stage(model, Stage::Ready, "");
-        if !registry.is_ready(self.cluster.id, model) {
+        // The registry as applied now: an unload reported earlier in this pass counts.
+        if !self
+            .cluster
+            .applied()
+            .registry
+            .is_ready(self.cluster.id, model)
+        {
             self.report(Command::ReportReady {
                 node: self.cluster.id,
                 model: model.clone(),
@@ -360,6 +354,28 @@ impl Reconciler {
             ));
         }
         Ok(sha)
+    }
+
+    /// Reports ReportUnloaded for every version the applied registry counts ready here but
+    /// this node does not hold in memory (`also` names ones just dropped).
+    async fn report_unloaded(&self, also: &[ModelRef]) {
+        let registry = self.cluster.applied().registry.clone();
+        let Some(mine) = registry.ready.get(&self.cluster.id) else {
+            return;
+        };
+        let loaded = self.cluster.local.loaded_versions();
+        let gone: Vec<ModelRef> = mine
+            .iter()
+            .filter(|m| !loaded.contains(m) || also.contains(m))
+            .cloned()
+            .collect();
+        for model in gone {
+            self.report(Command::ReportUnloaded {
+                node: self.cluster.id,
+                model,
+            })
+            .await;
+        }
     }
 
     /// Keeps the store's own active/previous pointers on the registry's, so retention never
