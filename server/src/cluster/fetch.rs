@@ -78,7 +78,7 @@ impl Reconciler {
         loop {
             // First say what this node does not hold (after a restart: everything), so no
             // promotion counts on it while it loads.
-            self.report_unloaded(&[]).await;
+            self.report_unloaded().await;
             let registry = self.cluster.applied().registry.clone();
             let keep = wanted(&registry);
             for model in &keep {
@@ -117,8 +117,8 @@ impl Reconciler {
             }
             // A version dropped from memory is no longer ready here: say so, or a promotion
             // could commit on the strength of a copy that is gone.
-            let dropped = self.cluster.local.retain(&keep);
-            self.report_unloaded(&dropped).await;
+            self.cluster.local.retain(&keep);
+            self.report_unloaded().await;
             self.cluster.local.resync();
             self.mirror_active(&self.cluster.applied().registry);
             let retry = tokio::time::sleep(RETRY_AFTER);
@@ -357,8 +357,8 @@ impl Reconciler {
     }
 
     /// Reports ReportUnloaded for every version the applied registry counts ready here but
-    /// this node does not hold in memory (`also` names ones just dropped).
-    async fn report_unloaded(&self, also: &[ModelRef]) {
+    /// this node does not hold in memory.
+    async fn report_unloaded(&self) {
         let registry = self.cluster.applied().registry.clone();
         let Some(mine) = registry.ready.get(&self.cluster.id) else {
             return;
@@ -366,7 +366,7 @@ impl Reconciler {
         let loaded = self.cluster.local.loaded_versions();
         let gone: Vec<ModelRef> = mine
             .iter()
-            .filter(|m| !loaded.contains(m) || also.contains(m))
+            .filter(|m| !loaded.contains(m))
             .cloned()
             .collect();
         for model in gone {

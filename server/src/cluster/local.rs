@@ -112,9 +112,8 @@ impl LocalModels {
         self.resync();
     }
 
-    /// Drops every loaded version not in `keep`, except the applied active one; returns
-    /// what was dropped.
-    pub fn retain(&self, keep: &[ModelRef]) -> Vec<ModelRef> {
+    /// Drops every loaded version not in `keep`, except the applied active one.
+    pub fn retain(&self, keep: &[ModelRef]) {
         let active = lock(&self.target).as_ref().map(|f| f.model.clone());
         let mut dropped = Vec::new();
         lock(&self.loaded).retain(|m, _| {
@@ -128,15 +127,10 @@ impl LocalModels {
         for m in &dropped {
             stages.remove(m);
         }
-        dropped
     }
 
     pub fn set_stage(&self, model: &ModelRef, stage: Stage, detail: impl Into<String>) {
         lock(&self.stages).insert(model.clone(), (stage, detail.into()));
-    }
-
-    pub fn stage(&self, model: &ModelRef) -> Option<(Stage, String)> {
-        lock(&self.stages).get(model).cloned()
     }
 
     pub fn stages(&self) -> Vec<(ModelRef, Stage, String)> {

@@ -299,11 +299,6 @@ impl Cluster {
             ServerState::Leader => m
                 .millis_since_quorum_ack
                 .is_some_and(|ms| ms > self.lag_timeout.as_millis() as u64),
-            _ if m.membership_config.membership().voter_ids().count() <= 1
-                && m.current_leader == Some(self.id) =>
-            {
-                false
-            }
             _ => self
                 .leader_contact
                 .since()

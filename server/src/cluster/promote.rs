@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use rankd_proto::admin::v1 as pb;
+use rankd_raft::state_machine::AppliedState;
 use rankd_raft::{Command, ModelRef, NodeId, Outcome, PeerNode};
 
 use super::status::{fence_proto, fetch_view};
@@ -42,11 +43,7 @@ pub async fn promote(
         0 => cluster.ready_timeout,
         ms => Duration::from_millis(ms),
     };
-    let by = if req.requested_by.is_empty() {
-        "unknown".to_string()
-    } else {
-        req.requested_by.clone()
-    };
+    let by = requester(&req.requested_by);
 
     let state = cluster.read().await?;
     let registry = &state.registry;
@@ -80,13 +77,7 @@ pub async fn promote(
         });
     }
 
-    let members: Vec<(NodeId, PeerNode)> = state
-        .membership
-        .membership()
-        .nodes()
-        .filter(|(id, _)| !registry.forgotten.contains(id))
-        .map(|(id, n)| (*id, n.clone()))
-        .collect();
+    let members = members(&state);
     let voters: BTreeSet<NodeId> = state.membership.membership().voter_ids().collect();
     let mut live = probe(cluster, &members).await;
     // Every node keeps the version loaded from here on, even one it had unloaded.
@@ -200,6 +191,26 @@ pub async fn promote(
     }
 }
 
+/// Every member whose id is not retired, with its addresses.
+fn members(state: &AppliedState) -> Vec<(NodeId, PeerNode)> {
+    state
+        .membership
+        .membership()
+        .nodes()
+        .filter(|(id, _)| !state.registry.forgotten.contains(id))
+        .map(|(id, n)| (*id, n.clone()))
+        .collect()
+}
+
+/// Who the history records for a request that names nobody.
+fn requester(given: &str) -> String {
+    if given.is_empty() {
+        "unknown".to_string()
+    } else {
+        given.to_string()
+    }
+}
+
 /// The members that answer a status probe.
 async fn probe(cluster: &Cluster, members: &[(NodeId, PeerNode)]) -> BTreeSet<NodeId> {
     let views = futures::future::join_all(
@@ -226,21 +237,10 @@ pub async fn rollback(
         (Some(a), false) => Some(ModelRef::new(&a.model.name, &req.expect_version)),
         (None, false) => Some(ModelRef::new("", &req.expect_version)),
     };
-    let by = if req.requested_by.is_empty() {
-        "unknown".to_string()
-    } else {
-        req.requested_by
-    };
+    let by = requester(&req.requested_by);
     // Every live member must still hold the previous version; one that does not (it
     // restarted, or never could load it) would stop serving at the switch.
-    let members: Vec<(NodeId, PeerNode)> = state
-        .membership
-        .membership()
-        .nodes()
-        .filter(|(id, _)| !state.registry.forgotten.contains(id))
-        .map(|(id, n)| (*id, n.clone()))
-        .collect();
-    let required: Vec<NodeId> = probe(cluster, &members).await.into_iter().collect();
+    let required: Vec<NodeId> = probe(cluster, &members(&state)).await.into_iter().collect();
     let started = Instant::now();
     let outcome = cluster
         .propose(Command::Rollback {
