@@ -70,6 +70,14 @@ pub struct ClusterConfig {
     pub lag_timeout_ms: u64,
     /// How long a promotion waits for every required node to report ready.
     pub ready_timeout_ms: u64,
+    /// Every node sends a heartbeat to every peer this often.
+    pub heartbeat_interval_ms: u64,
+    /// A peer is marked down after this many heartbeat intervals without hearing from it,
+    /// so detection takes about `heartbeat_interval_ms * heartbeat_missed`.
+    pub heartbeat_missed: u32,
+    /// Forward a Rank call this node cannot serve itself (not ready, lagging, queue full)
+    /// once to a healthy peer.
+    pub forward_rank: bool,
 }
 
 impl Default for ClusterConfig {
@@ -82,6 +90,9 @@ impl Default for ClusterConfig {
             bootstrap: Bootstrap::Single,
             lag_timeout_ms: 3000,
             ready_timeout_ms: 120_000,
+            heartbeat_interval_ms: 100,
+            heartbeat_missed: 3,
+            forward_rank: true,
         }
     }
 }
@@ -268,6 +279,12 @@ const MAX_BATCH: usize = 4096;
 const MAX_CANDIDATES: usize = 1 << 20;
 const MAX_QUEUE_DELAY_US: u64 = 100_000;
 
+impl ClusterConfig {
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+}
+
 impl Config {
     /// Defaults, then the TOML file (if any), then `RANKD_*` variables, then `overrides`.
     pub fn load(file: Option<&Path>, overrides: impl Serialize) -> Result<Config, ConfigError> {
@@ -399,6 +416,22 @@ impl Config {
         if c.ready_timeout_ms == 0 {
             return bad("cluster.ready_timeout_ms", "must be positive".into());
         }
+        if !(10..=10_000).contains(&c.heartbeat_interval_ms) {
+            return bad(
+                "cluster.heartbeat_interval_ms",
+                "must be between 10 and 10000: faster floods the peer port, slower cannot \
+                 notice a dead peer before clients do"
+                    .into(),
+            );
+        }
+        if c.heartbeat_missed < 2 {
+            return bad(
+                "cluster.heartbeat_missed",
+                "must be at least 2: one late heartbeat (a GC pause, a busy CPU) must not \
+                 take a healthy peer out of service"
+                    .into(),
+            );
+        }
         if let Err(e) = self.raft.validate() {
             return bad("raft", e.to_string());
         }
@@ -478,6 +511,14 @@ mod tests {
         let mut c = Config::default();
         c.cluster.lag_timeout_ms = 100;
         assert_eq!(invalid_field(&c), "cluster.lag_timeout_ms");
+
+        let mut c = Config::default();
+        c.cluster.heartbeat_interval_ms = 0;
+        assert_eq!(invalid_field(&c), "cluster.heartbeat_interval_ms");
+
+        let mut c = Config::default();
+        c.cluster.heartbeat_missed = 1;
+        assert_eq!(invalid_field(&c), "cluster.heartbeat_missed");
 
         let mut c = Config::default();
         c.cluster.id = 0;

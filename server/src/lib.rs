@@ -3,7 +3,8 @@
 //! Request path: tonic → [`stack::serving_stack`] (metrics, error mapping, deadline, load
 //! shed, concurrency limit) → [`service::RankService`] (validation) →
 //! [`scheduler::Scheduler`] (bounded queue, dynamic batching on dedicated threads) →
-//! `rankd_kernels::Ranker` → response.
+//! `rankd_kernels::Ranker` → response. A call this node cannot serve itself goes once to a
+//! healthy peer instead ([`forward`], chosen from the heartbeat peer table).
 
 pub mod admin;
 pub mod admin_cluster;
@@ -11,10 +12,13 @@ pub mod backup;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod forward;
 pub mod health;
+pub mod heartbeat_stream;
 pub mod metrics;
 pub mod model;
 pub mod node;
+pub mod node_state;
 pub mod scheduler;
 pub mod service;
 pub mod stack;

@@ -75,9 +75,64 @@ pub struct Metrics {
     pub ready: Gauge,
     pub artifact_verifications: Family<Outcome, Counter>,
     pub raft: RaftGauges,
+    pub peers: PeerMetrics,
 }
 
 /// The node's view of consensus, refreshed by the readiness loop.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabel {
+    pub peer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForwardLabels {
+    /// Why this node did not serve the call itself: not_ready | lagging | queue_full.
+    pub reason: &'static str,
+    /// ok | error (the peer answered with an error) | no_peer (none healthy; served or
+    /// refused locally).
+    pub result: &'static str,
+}
+
+/// The peer table and server-side failover, as metrics.
+#[derive(Default)]
+pub struct PeerMetrics {
+    pub heartbeat_age: Family<PeerLabel, Gauge<f64, AtomicU64>>,
+    pub up: Family<PeerLabel, Gauge>,
+    pub peers_up: Gauge,
+    pub failovers: Family<PeerLabel, Counter>,
+    pub forwards: Family<ForwardLabels, Counter>,
+}
+
+impl PeerMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "peer_heartbeat_age_seconds",
+            "Seconds since this node last heard a heartbeat from each peer",
+            self.heartbeat_age.clone(),
+        );
+        registry.register(
+            "peer_up",
+            "1 while this node counts the peer up (heartbeats within the miss limit)",
+            self.up.clone(),
+        );
+        registry.register(
+            "peers_up",
+            "Peers this node counts up",
+            self.peers_up.clone(),
+        );
+        registry.register(
+            "failovers",
+            "Times a peer was marked down, so forwarding moved away from it",
+            self.failovers.clone(),
+        );
+        registry.register(
+            "forwards",
+            "Rank calls this node forwarded to a peer instead of serving, by reason and result",
+            self.forwards.clone(),
+        );
+    }
+}
+
 #[derive(Default)]
 pub struct RaftGauges {
     pub term: Gauge,
@@ -213,9 +268,12 @@ impl Metrics {
         ] {
             registry.register(name, help, g.clone());
         }
+        let peers = PeerMetrics::default();
+        peers.register(&mut registry);
         Metrics {
             registry,
             raft,
+            peers,
             artifact_verifications,
             requests,
             request_duration,

@@ -14,6 +14,7 @@ use rankd_artifact::{ArtifactError, Keyring, Store};
 use rankd_kernels::KernelError;
 use rankd_proto::admin::v1::admin_server::AdminServer;
 use rankd_proto::peer::v1::peer_server::PeerServer;
+use rankd_proto::v1::heartbeat_server::HeartbeatServer;
 use rankd_proto::v1::ranker_server::RankerServer;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
@@ -25,9 +26,12 @@ use crate::cluster::peer::PeerService;
 use crate::cluster::{Cluster, ClusterParts, LocalModels};
 use crate::config::{Bootstrap, Config, ConfigError};
 use crate::error::ClusterError;
+use crate::forward::Forwarder;
 use crate::health::Readiness;
+use crate::heartbeat_stream::HeartbeatService;
 use crate::metrics::{self, Metrics, Outcome};
 use crate::model::{LoadError, ModelSlot};
+use crate::node_state::NodeState;
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::service::RankService;
 use crate::stack::{serving_stack, StackConfig};
@@ -129,11 +133,20 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         }
     };
     let peer_ip = cfg.cluster.peer_listen.ip();
+    let api_addr = advertise(&cfg.cluster.advertise_api, grpc_addr);
+    let state = Arc::new(NodeState::new(
+        cfg.node_id.clone(),
+        cfg.cluster.id,
+        api_addr.clone(),
+        cfg.batching.queue_capacity,
+        slot.clone(),
+        metrics.clone(),
+    ));
     let (cluster, raft_service) = Cluster::start(ClusterParts {
         id: cfg.cluster.id,
         me: rankd_raft::PeerNode {
             peer_addr: advertise(&cfg.cluster.advertise_peer, peer_addr),
-            api_addr: advertise(&cfg.cluster.advertise_api, grpc_addr),
+            api_addr: api_addr.clone(),
         },
         timing: cfg.raft.clone(),
         raft_path: cfg.data_dir.join("raft.redb"),
@@ -141,6 +154,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         lag_timeout: Duration::from_millis(cfg.cluster.lag_timeout_ms),
         ready_timeout: Duration::from_millis(cfg.cluster.ready_timeout_ms),
         local_ip: (!peer_ip.is_unspecified()).then_some(peer_ip),
+        heartbeat_interval: cfg.cluster.heartbeat_interval(),
+        heartbeat_missed: cfg.cluster.heartbeat_missed,
+        node: state.clone(),
     })
     .await?;
 
@@ -155,6 +171,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             cluster: cluster.clone(),
             store: store.clone(),
             readiness: readiness.clone(),
+            state: state.clone(),
         }))
         .serve_with_incoming_shutdown(TcpIncoming::from(peer_listener).with_nodelay(Some(true)), {
             let mut stopped = background_stopped.clone();
@@ -163,6 +180,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             }
         });
     let peer_task = tokio::spawn(peer_server);
+    let heartbeat_task = tokio::spawn(crate::cluster::heartbeat::run(
+        cluster.clone(),
+        state.clone(),
+        background_stopped.clone(),
+    ));
     if single {
         single::start_single(&cluster, &store, &engine, initial).await?;
     }
@@ -194,10 +216,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         },
         metrics.clone(),
     ));
+    let forwarder = cfg
+        .cluster
+        .forward_rank
+        .then(|| Forwarder::new(cluster.clone(), cfg.node_id.clone()));
     let rank = RankService::new(
         scheduler.clone(),
         slot.clone(),
-        cfg.node_id.clone(),
+        state.clone(),
+        forwarder,
         b.max_candidates,
     );
     let rank = RankerServer::new(rank)
@@ -212,22 +239,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         metrics.clone(),
     );
 
-    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The serving line below must not race the readiness task: report the state now.
+    readiness::refresh(&cluster, &state);
+    readiness.set(state.is_serving()).await;
     let readiness_task = tokio::spawn(readiness::track_readiness(
         cluster.clone(),
         readiness.clone(),
-        draining.clone(),
+        state.clone(),
         background_stopped.clone(),
     ));
-    // The serving line below must not race the readiness task: report the state now.
-    readiness
-        .set(
-            cluster
-                .local
-                .serves(cluster.applied().registry.active.as_ref())
-                && !cluster.is_lagging(),
-        )
-        .await;
     let mut readiness = readiness;
     let admin = AdminServer::new(AdminService {
         store: store.clone(),
@@ -271,6 +291,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let server = Server::builder()
         .tcp_nodelay(true)
         .add_service(health_service)
+        .add_service(HeartbeatServer::new(HeartbeatService {
+            cluster: cluster.clone(),
+            state: state.clone(),
+        }))
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(admin)
@@ -301,7 +325,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         drain_ms = cfg.server.drain_delay_ms,
         "shutdown requested: reporting NOT_SERVING and draining"
     );
-    draining.store(true, std::sync::atomic::Ordering::Release);
+    state.start_draining();
     readiness.set(false).await;
     tokio::select! {
         res = &mut server => return res.map_err(StartError::from),
@@ -310,6 +334,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     // Clearing the statuses ends open Watch streams cleanly; otherwise every watcher would
     // hold the shutdown for the whole grace period.
     readiness.clear().await;
+    state.close();
     let _ = stop_grpc.send(());
     let grace = Duration::from_millis(cfg.server.shutdown_grace_ms);
     match tokio::time::timeout(grace, &mut server).await {
@@ -324,6 +349,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let _ = metrics_task.await;
     let _ = scrub_task.await;
     let _ = readiness_task.await;
+    let _ = heartbeat_task.await;
     let _ = reconcile_task.await;
     if let Err(e) = cluster.raft.shutdown().await {
         tracing::warn!(error = %e, "raft did not shut down cleanly");

@@ -110,18 +110,27 @@ impl Scheduler {
     }
 
     pub fn submit(&self, job: Job) -> Result<(), ServeError> {
-        let tx = self.tx.as_ref().ok_or(ServeError::EngineStopped)?;
+        self.try_submit(job).map_err(|(e, _)| e)
+    }
+
+    /// Like [`Self::submit`], but a job refused because the queue is full comes back, so
+    /// the caller can send it elsewhere.
+    pub fn try_submit(&self, job: Job) -> Result<(), (ServeError, Option<Box<Job>>)> {
+        let tx = self.tx.as_ref().ok_or((ServeError::EngineStopped, None))?;
         // Counted before the send so a worker's decrement can never precede it.
         self.metrics.queue_depth.inc();
         let res = match tx.try_send(job) {
             Ok(()) => return Ok(()),
-            Err(TrySendError::Full(_)) => {
+            Err(TrySendError::Full(job)) => {
                 self.metrics.reject("queue_full");
-                Err(ServeError::QueueFull {
-                    capacity: self.capacity,
-                })
+                Err((
+                    ServeError::QueueFull {
+                        capacity: self.capacity,
+                    },
+                    Some(Box::new(job)),
+                ))
             }
-            Err(TrySendError::Disconnected(_)) => Err(ServeError::EngineStopped),
+            Err(TrySendError::Disconnected(_)) => Err((ServeError::EngineStopped, None)),
         };
         self.metrics.queue_depth.dec();
         res

@@ -14,14 +14,18 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::error::ServeError;
+use crate::forward::{Forwarder, Why, FORWARDED_HEADER};
 use crate::model::ModelSlot;
+use crate::node_state::NodeState;
 use crate::scheduler::{Job, Scheduler, Scored};
 use crate::stack::Deadline;
 
 pub struct RankService {
     scheduler: Arc<Scheduler>,
     slot: Arc<ModelSlot>,
-    node_id: String,
+    state: Arc<NodeState>,
+    /// `None` on a node that must never forward (configured off).
+    forwarder: Option<Forwarder>,
     max_candidates: usize,
     next_id: AtomicU64,
 }
@@ -30,13 +34,15 @@ impl RankService {
     pub fn new(
         scheduler: Arc<Scheduler>,
         slot: Arc<ModelSlot>,
-        node_id: String,
+        state: Arc<NodeState>,
+        forwarder: Option<Forwarder>,
         max_candidates: usize,
     ) -> Self {
         RankService {
             scheduler,
             slot,
-            node_id,
+            state,
+            forwarder,
             max_candidates,
             next_id: AtomicU64::new(1),
         }
@@ -65,11 +71,34 @@ impl RankService {
         if given.is_empty() {
             format!(
                 "{}-{}",
-                self.node_id,
+                self.state.name,
                 self.next_id.fetch_add(1, Ordering::Relaxed)
             )
         } else {
             given.to_string()
+        }
+    }
+
+    fn respond(&self, request_id: String, scored: Scored) -> RankResponse {
+        let Scored { ranked, model } = scored;
+        let items = ranked
+            .ids
+            .into_iter()
+            .zip(ranked.scores)
+            .map(|(id, score)| ScoredItem { id, score })
+            .collect();
+        RankResponse {
+            request_id,
+            items,
+            model_name: model.info.name.clone(),
+            model_version: model.info.version.clone(),
+            node_id: self.state.name.clone(),
+            fence: Some(Fence {
+                model_version: model.info.version.clone(),
+                term: model.fence.0,
+                index: model.fence.1,
+            }),
+            forwarded_by: String::new(),
         }
     }
 }
@@ -77,36 +106,54 @@ impl RankService {
 #[tonic::async_trait]
 impl Ranker for RankService {
     async fn rank(&self, request: Request<RankRequest>) -> Result<Response<RankResponse>, Status> {
+        let _in_flight = self.state.enter();
         let arrival = self.scheduler.arrival();
         let deadline = request.extensions().get::<Deadline>().map(|d| d.0);
-        let req = request.into_inner();
+        // A call that was already forwarded once is served here or refused, never passed on.
+        let forwarder = self
+            .forwarder
+            .as_ref()
+            .filter(|_| request.metadata().get(FORWARDED_HEADER).is_none());
+        let mut req = request.into_inner();
         let request_id = self.request_id(&req.request_id);
+        req.request_id.clone_from(&request_id);
         let span = tracing::info_span!("rank", request_id = %request_id);
         async move {
-            let result = self.rank_inner(req, deadline, arrival).await;
-            match &result {
-                Ok(s) => tracing::debug!(returned = s.ranked.ids.len(), version = %s.model.info.version, "ranked"),
-                Err(e) => tracing::info!(error = %e, "rank refused"),
+            let mut arrival = Some(arrival);
+            if let Some(fwd) = forwarder.filter(|_| !self.state.serves_locally()) {
+                let why = if self.state.is_lagging() {
+                    Why::Lagging
+                } else {
+                    Why::NotReady
+                };
+                // Not arriving at this node's queue: workers must not wait for it.
+                arrival = None;
+                if let Some(answer) = fwd.forward(req.clone(), deadline, why).await {
+                    return answer.map(Response::new);
+                }
             }
-            let Scored { ranked, model } = result?;
-            let items = ranked
-                .ids
-                .into_iter()
-                .zip(ranked.scores)
-                .map(|(id, score)| ScoredItem { id, score })
-                .collect();
-            Ok(Response::new(RankResponse {
-                request_id,
-                items,
-                model_name: model.info.name.clone(),
-                model_version: model.info.version.clone(),
-                node_id: self.node_id.clone(),
-                fence: Some(Fence {
-                    model_version: model.info.version.clone(),
-                    term: model.fence.0,
-                    index: model.fence.1,
-                }),
-            }))
+            let arrival = arrival.unwrap_or_else(|| self.scheduler.arrival());
+            match self.rank_inner(req, deadline, arrival).await {
+                Ok(scored) => {
+                    tracing::debug!(returned = scored.ranked.ids.len(), version = %scored.model.info.version, "ranked");
+                    Ok(Response::new(self.respond(request_id, scored)))
+                }
+                Err((e, job)) => {
+                    if let (Some(fwd), Some(job)) = (forwarder, job) {
+                        let req = RankRequest {
+                            request_id,
+                            query: job.query,
+                            candidate_ids: job.candidates,
+                            top_k: u32::try_from(job.top_k).unwrap_or(u32::MAX),
+                        };
+                        if let Some(answer) = fwd.forward(req, deadline, Why::QueueFull).await {
+                            return answer.map(Response::new);
+                        }
+                    }
+                    tracing::info!(error = %e, "rank refused");
+                    Err(e.into())
+                }
+            }
         }
         .instrument(span)
         .await
@@ -114,18 +161,19 @@ impl Ranker for RankService {
 }
 
 impl RankService {
+    /// A refusal for a full queue hands the job back, so it can be forwarded.
     async fn rank_inner(
         &self,
         req: RankRequest,
         deadline: Option<Instant>,
         arrival: crate::scheduler::Arrival,
-    ) -> Result<Scored, ServeError> {
-        self.check(&req)?;
+    ) -> Result<Scored, (ServeError, Option<Box<Job>>)> {
+        self.check(&req).map_err(|e| (e, None))?;
         let (tx, rx) = oneshot::channel();
         // Stop counting as "arriving" just before enqueueing: a worker that wakes for this
         // job must not wait for it to arrive a second time.
         drop(arrival);
-        self.scheduler.submit(Job {
+        self.scheduler.try_submit(Job {
             query: req.query,
             candidates: req.candidate_ids,
             top_k: req.top_k as usize,
@@ -133,7 +181,9 @@ impl RankService {
             enqueued: Instant::now(),
             reply: tx,
         })?;
-        rx.await.map_err(|_| ServeError::EngineStopped)?
+        rx.await
+            .map_err(|_| (ServeError::EngineStopped, None))?
+            .map_err(|e| (e, None))
     }
 }
 

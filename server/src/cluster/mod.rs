@@ -13,6 +13,7 @@
 
 pub mod admin_ops;
 pub mod fetch;
+pub mod heartbeat;
 pub mod local;
 pub mod peer;
 pub mod promote;
@@ -54,8 +55,13 @@ pub struct Cluster {
     leader_contact: Arc<LeaderContact>,
     lag_timeout: Duration,
     pub ready_timeout: Duration,
-    /// Client-port channels to other nodes, for forwarding admin calls to the leader.
+    /// Client-port channels to other nodes, for forwarding admin calls to the leader and
+    /// Rank calls to healthy peers.
     api_channels: Mutex<HashMap<String, tonic::transport::Channel>>,
+    /// Who answers heartbeats: feeds Rank forwarding, cluster status and metrics.
+    pub peer_table: Arc<heartbeat::PeerTable>,
+    /// What this node says about itself (readiness, load) in heartbeats and status.
+    pub node: Arc<crate::node_state::NodeState>,
 }
 
 /// What `Cluster::start` needs besides the config.
@@ -68,6 +74,9 @@ pub struct ClusterParts {
     pub lag_timeout: Duration,
     pub ready_timeout: Duration,
     pub local_ip: Option<std::net::IpAddr>,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_missed: u32,
+    pub node: Arc<crate::node_state::NodeState>,
 }
 
 impl Cluster {
@@ -99,7 +108,15 @@ impl Cluster {
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let leader_contact = Arc::new(LeaderContact::new());
         let service = rankd_raft::service::RaftService::new(raft.clone(), leader_contact.clone());
+        let peer_table = Arc::new(heartbeat::PeerTable::new(
+            p.id,
+            p.heartbeat_interval,
+            p.heartbeat_missed,
+            p.local.metrics().clone(),
+        ));
         let cluster = Arc::new(Cluster {
+            peer_table,
+            node: p.node,
             id: p.id,
             raft,
             me: p.me,

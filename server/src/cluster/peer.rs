@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 use super::status::node_view;
 use super::Cluster;
 use crate::health::Readiness;
+use crate::node_state::NodeState;
 
 /// Artifact bytes per message: large enough to keep the stream efficient, small enough to
 /// stay far below message limits.
@@ -24,6 +25,7 @@ pub struct PeerService {
     pub cluster: Arc<Cluster>,
     pub store: Arc<Store>,
     pub readiness: Readiness,
+    pub state: Arc<NodeState>,
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ArtifactChunk, Status>> + Send>>;
@@ -142,5 +144,15 @@ impl Peer for PeerService {
             .await
             .map_err(Status::from)?;
         Ok(Response::new(pb::ReadIndexReply { index }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::PeerHeartbeat>,
+    ) -> Result<Response<pb::PeerHeartbeat>, Status> {
+        self.cluster
+            .peer_table
+            .heard(request.into_inner(), tokio::time::Instant::now());
+        Ok(Response::new(self.state.peer_heartbeat()))
     }
 }

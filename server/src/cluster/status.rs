@@ -28,6 +28,10 @@ pub struct NodeView {
     pub stages: Vec<(ModelRef, String, String)>,
     pub activated_at_ms: u64,
     pub activated_index: u64,
+    #[serde(default)]
+    pub queue_depth: u32,
+    #[serde(default)]
+    pub in_flight: u32,
 }
 
 pub fn node_view(cluster: &Cluster, serving: bool) -> NodeView {
@@ -65,6 +69,8 @@ pub fn node_view(cluster: &Cluster, serving: bool) -> NodeView {
             .collect(),
         activated_at_ms: activation.at_ms,
         activated_index: activation.index,
+        queue_depth: cluster.node.queue_depth(),
+        in_flight: u32::try_from(cluster.node.in_flight()).unwrap_or(u32::MAX),
     }
 }
 
@@ -105,10 +111,23 @@ pub async fn cluster_status(
             .map(|(id, n)| fetch_view(cluster, *id, n, self_serving)),
     )
     .await;
+    let now = tokio::time::Instant::now();
     let nodes = members
         .iter()
         .zip(views)
-        .map(|((id, n), view)| node_proto(*id, n, voters.contains(id), view))
+        .map(|((id, n), view)| {
+            let mut node = node_proto(*id, n, voters.contains(id), view);
+            // The heartbeat columns are this node's peer table: how it sees the others.
+            if let Some(p) = cluster.peer_table.view(*id, now) {
+                node.heartbeat_known = p.age.is_some();
+                node.heartbeat_age_ms = p.age.map_or(0, |a| a.as_millis() as u64);
+                node.heartbeat_up = p.up;
+            } else if *id == cluster.id {
+                node.heartbeat_known = true;
+                node.heartbeat_up = true;
+            }
+            node
+        })
         .collect();
     let r = &state.registry;
     pb::ClusterStatus {
@@ -122,6 +141,7 @@ pub async fn cluster_status(
             .unwrap_or_default(),
         nodes,
         removed_ids: r.forgotten.iter().copied().collect(),
+        reported_by: cluster.id,
     }
 }
 
@@ -161,6 +181,9 @@ fn node_proto(id: NodeId, n: &PeerNode, voter: bool, view: Option<NodeView>) -> 
             .collect(),
         activated_at_ms: v.activated_at_ms,
         activated_index: v.activated_index,
+        queue_depth: v.queue_depth,
+        in_flight: v.in_flight,
+        ..Default::default()
     }
 }
 

@@ -1,11 +1,11 @@
 //! Readiness and the Raft gauges, kept true to the applied registry.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cluster::Cluster;
 use crate::health::Readiness;
+use crate::node_state::NodeState;
 
 fn publish_raft_metrics(cluster: &Cluster, lagging: bool) {
     let m = cluster.metrics();
@@ -23,12 +23,29 @@ fn publish_raft_metrics(cluster: &Cluster, lagging: bool) {
     g.lagging.set(i64::from(lagging));
 }
 
+/// Recomputes whether this node can serve locally, and why not, into `state`.
+pub(super) fn refresh(cluster: &Cluster, state: &NodeState) -> bool {
+    let lagging = cluster.is_lagging();
+    let applied = cluster.applied();
+    let active = applied.registry.active.as_ref();
+    let serves = cluster.local.serves(active);
+    let reason = match (active, cluster.local.slot().current()) {
+        _ if lagging => "lagging: no word from a Raft leader".to_string(),
+        (None, _) => "no active version in the registry".to_string(),
+        (Some(f), _) if !serves => format!("loading active version {}", f.model.version),
+        _ => String::new(),
+    };
+    state.update(serves && !lagging, lagging, &reason);
+    publish_raft_metrics(cluster, lagging);
+    lagging
+}
+
 /// Keeps the health status true to the registry: SERVING only while this node serves the
 /// applied registry's active version, is not lagging, and is not draining.
 pub(super) async fn track_readiness(
     cluster: Arc<Cluster>,
     readiness: Readiness,
-    draining: Arc<AtomicBool>,
+    state: Arc<NodeState>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut changes = cluster.subscribe();
@@ -43,16 +60,11 @@ pub(super) async fn track_readiness(
             tracing::info!(leader = ?now_leader, term = raft.borrow().current_term, "raft leader changed");
             leader = now_leader;
         }
-        let lagging = cluster.is_lagging();
-        let serving = !draining.load(Ordering::Acquire)
-            && cluster
-                .local
-                .serves(cluster.applied().registry.active.as_ref())
-            && !lagging;
-        publish_raft_metrics(&cluster, lagging);
-        if last != Some(serving) && !draining.load(Ordering::Acquire) {
+        refresh(&cluster, &state);
+        let serving = state.is_serving();
+        if last != Some(serving) && !state.is_draining() {
             readiness.set(serving).await;
-            tracing::info!(serving, "readiness changed");
+            tracing::info!(serving, reason = %state.reason(), "readiness changed");
             last = Some(serving);
         }
         tokio::select! {

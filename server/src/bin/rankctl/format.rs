@@ -20,7 +20,10 @@ pub fn render_status(s: &ClusterStatus) -> String {
     } else {
         s.leader_id.to_string()
     };
-    out.push_str(&format!("leader {leader}, term {}\n", s.term));
+    out.push_str(&format!(
+        "leader {leader}, term {} (heartbeats as node {} sees them)\n",
+        s.term, s.reported_by
+    ));
     let active = s.active.as_ref().map_or("none".to_string(), fence_text);
     out.push_str(&format!("active   {active}\n"));
     out.push_str(&format!("previous {}\n", or_dash(&s.previous_version)));
@@ -59,6 +62,8 @@ const NODE_COLUMNS: &[(&str, bool)] = &[
     ("active", false),
     ("loaded", false),
     ("health", false),
+    ("heartbeat", true),
+    ("queue", true),
 ];
 
 fn node_row(n: &NodeStatus) -> Vec<String> {
@@ -73,7 +78,20 @@ fn node_row(n: &NodeStatus) -> Vec<String> {
         or_dash(&n.active_version).to_string(),
         or_dash(&n.loaded_versions.join(",")).to_string(),
         n.health.clone(),
+        heartbeat_text(n),
+        n.queue_depth.to_string(),
     ]
+}
+
+/// `self` for the answering node, the age for a peer it counts up, `down (age)` for one
+/// it does not, `never` for one it has not heard.
+fn heartbeat_text(n: &NodeStatus) -> String {
+    match (n.heartbeat_known, n.heartbeat_up, n.heartbeat_age_ms) {
+        (false, _, _) => "never".into(),
+        (true, true, 0) => "self".into(),
+        (true, true, ms) => format!("{ms}ms"),
+        (true, false, ms) => format!("down {ms}ms"),
+    }
 }
 
 pub fn or_dash(s: &str) -> &str {
@@ -160,6 +178,11 @@ pub fn status_json(s: &ClusterStatus) -> Value {
                 "stages": stages,
                 "activated_at_ms": n.activated_at_ms,
                 "activated_index": n.activated_index,
+                "heartbeat_known": n.heartbeat_known,
+                "heartbeat_up": n.heartbeat_up,
+                "heartbeat_age_ms": n.heartbeat_age_ms,
+                "queue_depth": n.queue_depth,
+                "in_flight": n.in_flight,
             })
         })
         .collect();
@@ -170,6 +193,7 @@ pub fn status_json(s: &ClusterStatus) -> Value {
         "previous_version": s.previous_version,
         "nodes": nodes,
         "removed_ids": s.removed_ids,
+        "reported_by": s.reported_by,
     })
 }
 
@@ -298,6 +322,10 @@ mod tests {
                 active_version: "2".into(),
                 loaded_versions: vec!["1".into(), "2".into()],
                 health: "SERVING".into(),
+                heartbeat_known: true,
+                heartbeat_up: true,
+                heartbeat_age_ms: 42,
+                queue_depth: 3,
                 stages: vec![VersionStage {
                     name: "demo-ranker".into(),
                     version: "3".into(),
@@ -307,6 +335,7 @@ mod tests {
                 ..Default::default()
             }],
             removed_ids: vec![4],
+            reported_by: 2,
         }
     }
 
@@ -314,17 +343,20 @@ mod tests {
     fn renders_status_table() {
         let text = render_status(&sample());
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "leader 1, term 3");
+        assert_eq!(
+            lines[0],
+            "leader 1, term 3 (heartbeats as node 2 sees them)"
+        );
         assert_eq!(lines[1], "active   demo-ranker 2 (term 3, index 17)");
         assert_eq!(lines[2], "previous 1");
         assert_eq!(lines[3], "removed  4");
         assert_eq!(
             lines[5],
-            "id  api              role    voter  term  commit  applied  active  loaded  health"
+            "id  api              role    voter  term  commit  applied  active  loaded  health   heartbeat  queue"
         );
         assert_eq!(
             lines[6],
-            " 1  127.0.0.1:50051  leader  yes       3      17       17  2       1,2     SERVING"
+            " 1  127.0.0.1:50051  leader  yes       3      17       17  2       1,2     SERVING       42ms      3"
         );
         assert_eq!(lines[7], "node 1: demo-ranker 3 failed (golden mismatch)");
     }
@@ -336,6 +368,8 @@ mod tests {
         assert_eq!(v["nodes"][0]["loaded_versions"][1], "2");
         assert_eq!(v["nodes"][0]["stages"][0]["stage"], "failed");
         assert_eq!(v["removed_ids"][0], 4);
+        assert_eq!(v["nodes"][0]["heartbeat_age_ms"], 42);
+        assert_eq!(v["reported_by"], 2);
         let none = status_json(&ClusterStatus::default());
         assert!(none["active"].is_null());
     }
