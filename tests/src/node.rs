@@ -221,6 +221,16 @@ impl Node {
         kill(self.pid, Signal::SIGTERM).expect("sending SIGTERM to rankd");
     }
 
+    /// SIGSTOP: the process hangs with every socket open, answering nothing.
+    pub fn sigstop(&self) {
+        kill(self.pid, Signal::SIGSTOP).expect("sending SIGSTOP to rankd");
+    }
+
+    /// SIGCONT: a stopped process resumes where it was.
+    pub fn sigcont(&self) {
+        kill(self.pid, Signal::SIGCONT).expect("sending SIGCONT to rankd");
+    }
+
     /// `kill -9`: no drain, no flush, nothing the node can react to. Returns once the process
     /// is gone (a no-op if it already exited).
     pub async fn sigkill(&mut self) {

@@ -353,6 +353,33 @@ impl Cluster {
         m.dead.push(node);
     }
 
+    /// SIGSTOP node `id`: hung, sockets open, nothing answered.
+    pub fn pause(&self, id: u64) {
+        tracing::info!(id, "SIGSTOP");
+        self.node(id).sigstop();
+    }
+
+    /// SIGCONT node `id`.
+    pub fn resume(&self, id: u64) {
+        tracing::info!(id, "SIGCONT");
+        self.node(id).sigcont();
+    }
+
+    /// SIGTERM node `id` and wait for it to drain and exit (within `within`). Returns
+    /// whether it exited cleanly (status 0).
+    pub async fn terminate(&mut self, id: u64, within: Duration) -> bool {
+        tracing::info!(id, "SIGTERM");
+        let m = self.members.get_mut(&id).expect("a member");
+        let mut node = m
+            .node
+            .take()
+            .unwrap_or_else(|| panic!("node {id} is not running"));
+        node.sigterm();
+        let status = node.wait_exit(within).await;
+        m.dead.push(node);
+        status.success()
+    }
+
     /// Starts node `id` again on its data directory, config and gRPC address.
     pub async fn restart(&mut self, id: u64) {
         tracing::info!(id, "restarting");

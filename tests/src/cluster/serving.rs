@@ -19,7 +19,8 @@ use crate::{rank_request, wait_for};
 impl Cluster {
     // --- clients
 
-    fn channel(&self, id: u64) -> Channel {
+    /// A plain channel to node `id`'s client port (connects on first use).
+    pub fn channel(&self, id: u64) -> Channel {
         Endpoint::from_shared(self.node(id).endpoint())
             .expect("a valid endpoint")
             .connect_timeout(Duration::from_secs(5))
