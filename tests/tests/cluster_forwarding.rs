@@ -1,6 +1,6 @@
-//! Server-side failover: a node that cannot serve (here: its keyring cannot open the active
-//! version) forwards a Rank call once to a healthy peer, and the answer says who served it.
-//! A call that was already forwarded is never forwarded again.
+//! Server-side failover: a node that cannot serve a Rank call itself (its keyring cannot open
+//! the active version; its queue is full) forwards it once to a healthy peer, and the answer
+//! says who served it. A call that was already forwarded is never forwarded again.
 
 use rankd_proto::admin::v1::{PromoteRequest, QuorumPolicy};
 use rankd_proto::v1::ranker_client::RankerClient;
@@ -85,4 +85,56 @@ async fn a_node_that_is_not_ready_forwards_rank_once_to_a_healthy_peer() {
         matches!(c.rank(3).await, Err(s) if s.code() == Code::Unavailable)
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_queue_is_full_forwards_the_overflow() {
+    init();
+    // Node 3 holds one waiting call at most; its peers have the default queue.
+    let c = Cluster::builder(3)
+        .set_on(3, "batching.max_batch_size", "1")
+        .set_on(3, "batching.queue_capacity", "1")
+        .start()
+        .await;
+    c.upload(1, "1").await;
+    let fence = c.must_promote(1, "1").await;
+    c.wait_all_serving(&fence).await;
+
+    tracing::info!("--- bursts at node 3 until its queue overflows");
+    let q = rankd_tests::example_query();
+    let overflowed = wait_for("node 3 to forward its overflow", LOAD_TIMEOUT, || async {
+        let calls = (0..32).map(|i| {
+            let mut client = RankerClient::new(c.channel(3));
+            let mut req = rank_request(&q.query, &q.candidates, 5);
+            req.request_id = format!("burst-{i}");
+            async move { client.rank(req).await.map(tonic::Response::into_inner) }
+        });
+        let answers = futures::future::join_all(calls).await;
+        let mut forwarded = Vec::new();
+        for a in answers {
+            // Every call is answered: by node 3, or by the peer it forwarded to.
+            let a = a.map_err(|s| format!("a burst call failed: {s:?}"))?;
+            if !a.forwarded_by.is_empty() {
+                forwarded.push(a);
+            }
+        }
+        if forwarded.is_empty() {
+            Err("node 3 kept up with the burst".to_string())
+        } else {
+            Ok(forwarded)
+        }
+    })
+    .await;
+    for a in &overflowed {
+        assert_eq!(a.forwarded_by, "node-3", "{a:?}");
+        assert_ne!(a.node_id, "node-3", "{a:?}");
+        assert!(same_fence(a.fence.as_ref().unwrap(), &fence), "{a:?}");
+    }
+    let m = c.node(3).metrics().await;
+    let full = m.value_or_zero("rankd_forwards_total{reason=\"queue_full\",result=\"ok\"}");
+    assert!(
+        full >= overflowed.len() as f64,
+        "{full} < {}",
+        overflowed.len()
+    );
 }

@@ -76,6 +76,8 @@ pub fn is_deadline(status: &Status) -> bool {
 pub struct ClusterBuilder {
     size: u64,
     settings: Vec<(String, String)>,
+    /// Settings for one node only: (node id, key, TOML literal), applied after `settings`.
+    node_settings: Vec<(u64, String, String)>,
     own_keyring: Vec<u64>,
 }
 
@@ -83,6 +85,13 @@ impl ClusterBuilder {
     /// Sets a config key on every node to a TOML literal.
     pub fn set(mut self, key: &str, toml_literal: &str) -> Self {
         self.settings.push((key.into(), toml_literal.into()));
+        self
+    }
+
+    /// Sets a config key on node `id` only.
+    pub fn set_on(mut self, id: u64, key: &str, toml_literal: &str) -> Self {
+        self.node_settings
+            .push((id, key.into(), toml_literal.into()));
         self
     }
 
@@ -214,6 +223,7 @@ impl Cluster {
         ClusterBuilder {
             size,
             settings: Vec::new(),
+            node_settings: Vec::new(),
             own_keyring: Vec::new(),
         }
     }
@@ -248,6 +258,14 @@ impl Cluster {
             .set_str("cluster.advertise_peer", &proxy.addr().to_string())
             .set_str("cluster.bootstrap", "join");
         for (k, v) in &self.builder.settings {
+            b = b.set(k, v);
+        }
+        for (_, k, v) in self
+            .builder
+            .node_settings
+            .iter()
+            .filter(|(n, _, _)| *n == id)
+        {
             b = b.set(k, v);
         }
         self.members.insert(
