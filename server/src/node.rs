@@ -216,6 +216,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         },
         metrics.clone(),
     ));
+    state.set_engine_check({
+        let scheduler = Arc::downgrade(&scheduler);
+        move || scheduler.upgrade().is_some_and(|s| s.healthy())
+    });
     let forwarder = cfg
         .cluster
         .forward_rank

@@ -6,7 +6,7 @@
 //! consistent decision without taking a lock on the hot path.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rankd_proto::peer::v1::PeerHeartbeat;
 use rankd_proto::v1::{Fence, NodeHeartbeat};
@@ -35,6 +35,8 @@ pub struct NodeState {
     changed: watch::Sender<u64>,
     /// Set when the node stops: heartbeat streams end so they do not hold the shutdown.
     closing: watch::Sender<bool>,
+    /// Whether the inference engine can take work; set once the scheduler exists.
+    engine: OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
 }
 
 /// Counts one Rank call as in flight until dropped.
@@ -69,7 +71,18 @@ impl NodeState {
             reason: Mutex::new("starting".into()),
             changed: watch::channel(0).0,
             closing: watch::channel(false).0,
+            engine: OnceLock::new(),
         }
+    }
+
+    /// Installs the engine health check (once).
+    pub fn set_engine_check(&self, check: impl Fn() -> bool + Send + Sync + 'static) {
+        let _ = self.engine.set(Box::new(check));
+    }
+
+    /// The engine runs. Before the scheduler starts there is no engine to serve with.
+    pub fn engine_healthy(&self) -> bool {
+        self.engine.get().is_some_and(|check| check())
     }
 
     pub fn enter(&self) -> InFlight<'_> {

@@ -136,6 +136,13 @@ impl Scheduler {
         res
     }
 
+    /// Every inference worker thread is still running. A worker only ends when the queue
+    /// closes at shutdown, or by a panic inside the engine; either way this node must stop
+    /// reporting SERVING, since queued calls would wait for nobody.
+    pub fn healthy(&self) -> bool {
+        self.tx.is_some() && self.workers.iter().all(|w| !w.is_finished())
+    }
+
     /// Stops taking requests, lets the workers finish what is queued, and joins them.
     pub fn shutdown(mut self) {
         self.tx = None;

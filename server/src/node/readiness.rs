@@ -29,13 +29,15 @@ pub(super) fn refresh(cluster: &Cluster, state: &NodeState) -> bool {
     let applied = cluster.applied();
     let active = applied.registry.active.as_ref();
     let serves = cluster.local.serves(active);
-    let reason = match (active, cluster.local.slot().current()) {
+    let engine = state.engine_healthy();
+    let reason = match active {
         _ if lagging => "lagging: no word from a Raft leader".to_string(),
-        (None, _) => "no active version in the registry".to_string(),
-        (Some(f), _) if !serves => format!("loading active version {}", f.model.version),
-        _ => String::new(),
+        None => "no active version in the registry".to_string(),
+        Some(f) if !serves => format!("loading active version {}", f.model.version),
+        Some(_) if !engine => "inference engine stopped".to_string(),
+        Some(_) => String::new(),
     };
-    state.update(serves && !lagging, lagging, &reason);
+    state.update(serves && !lagging && engine, lagging, &reason);
     publish_raft_metrics(cluster, lagging);
     lagging
 }

@@ -193,10 +193,25 @@ fn a_full_queue_refuses_instead_of_growing() {
         matches!(err, ServeError::QueueFull { capacity: 2 }),
         "{err}"
     );
+    // try_submit hands the refused job back, so the caller can forward it.
+    let (d, _rxd) = job(4, None);
+    let (err, back) = f.sched.try_submit(d).unwrap_err();
+    assert!(matches!(err, ServeError::QueueFull { .. }), "{err}");
+    assert_eq!(back.map(|j| j.top_k), Some(4));
     f.release.send(()).unwrap();
     wait(first).unwrap();
     wait(rxa).unwrap();
     wait(rxb).unwrap();
+}
+
+#[test]
+fn the_engine_stays_healthy_through_failing_batches() {
+    let f = fixture(16, Duration::ZERO);
+    assert!(f.sched.healthy());
+    let (bad, rx_bad) = job(POISON, None);
+    f.sched.submit(bad).unwrap();
+    assert!(wait(rx_bad).is_err());
+    assert!(f.sched.healthy(), "a failed batch must not stop a worker");
 }
 
 #[test]
