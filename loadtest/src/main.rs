@@ -7,6 +7,7 @@
 mod bench;
 mod crypto;
 mod registry;
+mod summary;
 
 use clap::{Parser, Subcommand};
 

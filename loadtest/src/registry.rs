@@ -20,6 +20,8 @@ use clap::Args;
 use rankd_tests::Cluster;
 use serde::Serialize;
 
+use crate::summary::Summary;
+
 #[derive(Args, Clone)]
 pub struct RegistryArgs {
     /// Promotions to time (alternating between two versions every node holds loaded).
@@ -44,40 +46,6 @@ struct Report {
     failover_ms: Summary,
     admin_reads_back_ms: Summary,
     catch_up_ms: Summary,
-}
-
-#[derive(Serialize)]
-struct Summary {
-    n: usize,
-    p50: f64,
-    p99: f64,
-    max: f64,
-}
-
-impl Summary {
-    fn of(mut v: Vec<f64>) -> Summary {
-        v.sort_by(f64::total_cmp);
-        let at = |q: f64| {
-            if v.is_empty() {
-                return 0.0;
-            }
-            let i = ((v.len() as f64 - 1.0) * q).round() as usize;
-            v[i.min(v.len() - 1)]
-        };
-        Summary {
-            n: v.len(),
-            p50: at(0.5),
-            p99: at(0.99),
-            max: v.last().copied().unwrap_or(0.0),
-        }
-    }
-
-    fn line(&self, what: &str) -> String {
-        format!(
-            "{what:<34} n={:<3} p50 {:>8.1} ms   p99 {:>8.1} ms   max {:>8.1} ms",
-            self.n, self.p50, self.p99, self.max
-        )
-    }
 }
 
 pub fn run(args: RegistryArgs) -> Result<()> {

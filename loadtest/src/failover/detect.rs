@@ -1,0 +1,103 @@
+//! Detection time: from injecting a fault into one node to each survivor's peer table
+//! marking it down (`rankd_peer_up{peer}` = 0 on the survivor's own metrics, polled every
+//! few milliseconds, so the figure includes up to one poll interval of resolution).
+
+use std::time::{Duration, Instant};
+
+use rankd_tests::Cluster;
+use serde::Serialize;
+
+use crate::summary::Summary;
+
+/// How often the survivors' metrics are read while waiting.
+const POLL: Duration = Duration::from_millis(3);
+/// A detection slower than this is a failure of the bench, not a figure.
+const GIVE_UP: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    /// `kill -9`.
+    Crash,
+    /// SIGSTOP: the process keeps its sockets open and answers nothing.
+    Hang,
+    /// The node's peer links are cut both ways (the harness's per-node TCP proxies).
+    Partition,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 3] = [Fault::Crash, Fault::Hang, Fault::Partition];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Crash => "crash (kill -9)",
+            Fault::Hang => "hang (SIGSTOP)",
+            Fault::Partition => "partition (proxy)",
+        }
+    }
+}
+
+/// Injects `fault` into `victim`.
+pub async fn inject(c: &mut Cluster, fault: Fault, victim: u64) {
+    let others: Vec<u64> = c.live_ids().into_iter().filter(|&i| i != victim).collect();
+    match fault {
+        Fault::Crash => c.kill(victim).await,
+        Fault::Hang => c.pause(victim),
+        Fault::Partition => c.partition(&[victim], &others),
+    }
+}
+
+/// Undoes `fault` on `victim` (restart, SIGCONT, heal).
+pub async fn repair(c: &mut Cluster, fault: Fault, victim: u64) {
+    match fault {
+        Fault::Crash => c.restart(victim).await,
+        Fault::Hang => c.resume(victim),
+        Fault::Partition => c.heal(),
+    }
+}
+
+async fn peer_up(c: &Cluster, on: u64, peer: u64) -> Option<bool> {
+    c.node(on)
+        .metric_value(&format!("rankd_peer_up{{peer=\"{peer}\"}}"))
+        .await
+        .map(|v| v == 1.0)
+}
+
+/// Waits until every node in `on` counts `peer` as `up`; returns the time each took from
+/// `since`, in milliseconds.
+pub async fn wait_seen(c: &Cluster, on: &[u64], peer: u64, up: bool, since: Instant) -> Vec<f64> {
+    let waits = on.iter().map(|&id| async move {
+        loop {
+            if peer_up(c, id, peer).await == Some(up) {
+                return since.elapsed().as_secs_f64() * 1000.0;
+            }
+            assert!(
+                since.elapsed() < GIVE_UP,
+                "node {id} did not count node {peer} {} within {GIVE_UP:?}",
+                if up { "up" } else { "down" }
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    });
+    futures::future::join_all(waits).await
+}
+
+/// `reps` injections of `fault`, rotating the victim; each survivor's detection time is one
+/// sample.
+pub async fn measure(c: &mut Cluster, fault: Fault, reps: usize) -> Summary {
+    let mut samples = Vec::new();
+    for i in 0..reps {
+        let victim = (i as u64 % 3) + 1;
+        let survivors: Vec<u64> = (1..=3).filter(|&n| n != victim).collect();
+        wait_seen(c, &survivors, victim, true, Instant::now()).await;
+        let t0 = Instant::now();
+        inject(c, fault, victim).await;
+        samples.extend(wait_seen(c, &survivors, victim, false, t0).await);
+        repair(c, fault, victim).await;
+        wait_seen(c, &survivors, victim, true, Instant::now()).await;
+        for &s in &survivors {
+            wait_seen(c, &[victim], s, true, Instant::now()).await;
+        }
+    }
+    Summary::of(samples)
+}
