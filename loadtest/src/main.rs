@@ -6,6 +6,7 @@
 
 mod bench;
 mod crypto;
+mod failover;
 mod registry;
 mod summary;
 
@@ -29,6 +30,9 @@ enum Command {
     /// The replicated registry on a real 3-node cluster: promotion commit latency,
     /// activation skew, leader failover and catch-up.
     Registry(registry::RegistryArgs),
+    /// Heartbeat failover on a real 3-node cluster: detection time per fault, what the
+    /// failover client sees during each fault, and its overhead against a plain channel.
+    Failover(failover::FailoverArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,5 +41,6 @@ fn main() -> anyhow::Result<()> {
         Command::Crypto(args) => crypto::run(args),
         Command::ArtifactRss(args) => crypto::rss(args),
         Command::Registry(args) => registry::run(args),
+        Command::Failover(args) => failover::run(args),
     }
 }

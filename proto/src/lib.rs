@@ -26,6 +26,11 @@ pub mod peer {
     }
 }
 
+/// The failover client a search frontend links: heartbeat-driven ejection, p2c balancing on
+/// peak-EWMA latency, retries on another node within the deadline, hedging.
+#[cfg(feature = "client")]
+pub mod client;
+
 /// Encoded `FileDescriptorSet` of every rankd `.proto`, for tonic-reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/rankd_descriptor.bin"));

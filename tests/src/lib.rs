@@ -38,6 +38,7 @@
 mod builder;
 mod bundle;
 mod cluster;
+mod load;
 mod metrics;
 mod node;
 mod paths;
@@ -60,6 +61,7 @@ pub use cluster::{
     is_deadline, node_status, same_fence, Cluster, ClusterBuilder, ELECTION_TIMEOUT, LOAD_TIMEOUT,
     RPC_TIMEOUT,
 };
+pub use load::{LoadReport, Outcome, SteadyLoad};
 pub use metrics::{http_get, HttpResponse, MetricsSnapshot};
 pub use node::Node;
 pub use paths::{bundle_dir, rankctl_bin, rankd_bin, test_device, workspace_root};

@@ -82,6 +82,15 @@ pub async fn wait_seen(c: &Cluster, on: &[u64], peer: u64, up: bool, since: Inst
     futures::future::join_all(waits).await
 }
 
+/// A pseudo-random pause of 0–199 ms (two heartbeat intervals), from the clock.
+fn phase() -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mixed = u64::from(nanos).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
+    Duration::from_millis(mixed % 200)
+}
+
 /// `reps` injections of `fault`, rotating the victim; each survivor's detection time is one
 /// sample.
 pub async fn measure(c: &mut Cluster, fault: Fault, reps: usize) -> Summary {
@@ -90,6 +99,10 @@ pub async fn measure(c: &mut Cluster, fault: Fault, reps: usize) -> Summary {
         let victim = (i as u64 % 3) + 1;
         let survivors: Vec<u64> = (1..=3).filter(|&n| n != victim).collect();
         wait_seen(c, &survivors, victim, true, Instant::now()).await;
+        // Faults strike at any point of the heartbeat cycle. Without this the previous
+        // repair's wait (which ends right after a heartbeat) would phase-lock every injection
+        // to just after one, and every sample would be the worst case.
+        tokio::time::sleep(phase()).await;
         let t0 = Instant::now();
         inject(c, fault, victim).await;
         samples.extend(wait_seen(c, &survivors, victim, false, t0).await);

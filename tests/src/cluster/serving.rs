@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use rankd_proto::admin::v1::admin_client::AdminClient;
 use rankd_proto::admin::v1::{ClusterStatus, ClusterStatusRequest, Fence, NodeStatus};
+use rankd_proto::client::{ClientConfig, FailoverClient};
 use rankd_proto::v1::ranker_client::RankerClient;
-use rankd_proto::v1::RankResponse;
+use rankd_proto::v1::{RankRequest, RankResponse};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -25,6 +26,35 @@ impl Cluster {
             .expect("a valid endpoint")
             .connect_timeout(Duration::from_secs(5))
             .connect_lazy()
+    }
+
+    /// Every member's client address (running or not): what a frontend would be configured
+    /// with.
+    pub fn api_addrs(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|(_, m)| !m.removed)
+            .filter_map(|(_, m)| m.grpc_addr.map(|a| a.to_string()))
+            .collect()
+    }
+
+    /// A failover client over every member, waiting until `healthy` nodes are in its
+    /// balancer.
+    pub async fn failover_client(&self, config: ClientConfig, healthy: usize) -> FailoverClient {
+        let client = FailoverClient::connect(self.api_addrs(), config)
+            .await
+            .expect("a failover client");
+        assert!(
+            client.wait_healthy(healthy, LOAD_TIMEOUT).await,
+            "the failover client saw fewer than {healthy} healthy nodes: {:?}",
+            client.nodes()
+        );
+        client
+    }
+
+    /// The example query as a Rank request for the top 5.
+    pub fn example_request(&self) -> RankRequest {
+        rank_request(&self.query.query, &self.query.candidates, 5)
     }
 
     /// An Admin client for node `id` (connects on first use).
