@@ -32,7 +32,7 @@ pub fn render_status(s: &ClusterStatus) -> String {
         out.push_str(&format!("removed  {}\n", ids.join(", ")));
     }
     out.push('\n');
-    let rows: Vec<Vec<String>> = s.nodes.iter().map(node_row).collect();
+    let rows: Vec<Vec<String>> = s.nodes.iter().map(|n| node_row(n, s.reported_by)).collect();
     out.push_str(&table(NODE_COLUMNS, &rows));
     for n in &s.nodes {
         for st in n.stages.iter().filter(|st| st.stage != "ready") {
@@ -66,7 +66,7 @@ const NODE_COLUMNS: &[(&str, bool)] = &[
     ("queue", true),
 ];
 
-fn node_row(n: &NodeStatus) -> Vec<String> {
+fn node_row(n: &NodeStatus, reported_by: u64) -> Vec<String> {
     vec![
         n.id.to_string(),
         n.api_addr.clone(),
@@ -78,17 +78,17 @@ fn node_row(n: &NodeStatus) -> Vec<String> {
         or_dash(&n.active_version).to_string(),
         or_dash(&n.loaded_versions.join(",")).to_string(),
         n.health.clone(),
-        heartbeat_text(n),
+        heartbeat_text(n, reported_by),
         n.queue_depth.to_string(),
     ]
 }
 
 /// `self` for the answering node, the age for a peer it counts up, `down (age)` for one
 /// it does not, `never` for one it has not heard.
-fn heartbeat_text(n: &NodeStatus) -> String {
+fn heartbeat_text(n: &NodeStatus, reported_by: u64) -> String {
     match (n.heartbeat_known, n.heartbeat_up, n.heartbeat_age_ms) {
+        _ if n.id == reported_by => "self".into(),
         (false, _, _) => "never".into(),
-        (true, true, 0) => "self".into(),
         (true, true, ms) => format!("{ms}ms"),
         (true, false, ms) => format!("down {ms}ms"),
     }
