@@ -17,6 +17,10 @@ pub struct FaultReport {
     pub sent: usize,
     pub failed: usize,
     pub first_failure: Option<String>,
+    /// When the first and last failed calls were scheduled, in seconds from the injection
+    /// (the repair came `hold` seconds after it).
+    pub failures_from_s: Option<f64>,
+    pub failures_until_s: Option<f64>,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
@@ -59,6 +63,28 @@ impl Scenario {
         },
         Scenario::Drain,
     ];
+
+    /// Short name for `--only`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Scenario::Fault {
+                fault: Fault::Crash,
+                leader: false,
+            } => "follower-crash",
+            Scenario::Fault {
+                fault: Fault::Crash,
+                leader: true,
+            } => "leader-crash",
+            Scenario::Fault {
+                fault: Fault::Hang, ..
+            } => "hang",
+            Scenario::Fault {
+                fault: Fault::Partition,
+                ..
+            } => "partition",
+            Scenario::Drain => "drain",
+        }
+    }
 
     fn name(self) -> String {
         match self {
@@ -149,6 +175,8 @@ pub async fn run(
         sent: window.len(),
         failed: failures.len(),
         first_failure: failures.first().and_then(|o| o.result.clone().err()),
+        failures_from_s: failures.first().map(|o| (o.at - from).as_secs_f64()),
+        failures_until_s: failures.last().map(|o| (o.at - from).as_secs_f64()),
         p50_ms: q(0.5),
         p99_ms: q(0.99),
         max_ms: lat.last().copied().unwrap_or(0.0),

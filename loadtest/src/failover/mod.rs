@@ -51,6 +51,10 @@ pub struct FailoverArgs {
     pub round_s: f64,
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
+    /// Run only these fault scenarios (follower-crash, leader-crash, hang, partition,
+    /// drain), and skip detection and overhead; for investigating one scenario.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
     #[arg(long, default_value = "bench-out/failover.json")]
     pub out: PathBuf,
     #[arg(long, default_value = "")]
@@ -107,7 +111,8 @@ async fn measure(args: &FailoverArgs) -> Report {
     c.wait_all_serving(&fence).await;
 
     let mut detection_ms = Vec::new();
-    for fault in Fault::ALL {
+    let only = !args.only.is_empty();
+    for fault in Fault::ALL.into_iter().filter(|_| !only) {
         eprintln!("--- detection: {} x{}", fault.name(), args.reps);
         detection_ms.push((
             fault.name().to_string(),
@@ -127,7 +132,10 @@ async fn measure(args: &FailoverArgs) -> Report {
         )
         .await;
     let mut faults = Vec::new();
-    for scenario in Scenario::ALL {
+    for scenario in Scenario::ALL
+        .into_iter()
+        .filter(|s| !only || args.only.iter().any(|o| o == s.key()))
+    {
         faults.push(
             faults::run(
                 &mut c,
@@ -142,16 +150,20 @@ async fn measure(args: &FailoverArgs) -> Report {
     }
     drop(client);
 
-    eprintln!("--- overhead at saturation");
-    let node = c.node(1).grpc_addr().to_string();
-    let overhead = overhead::measure(
-        &node,
-        &c.example_request(),
-        args.concurrency,
-        args.round_s,
-        args.rounds,
-    )
-    .await;
+    let overhead = if only {
+        OverheadReport::default()
+    } else {
+        eprintln!("--- overhead at saturation");
+        let node = c.node(1).grpc_addr().to_string();
+        overhead::measure(
+            &node,
+            &c.example_request(),
+            args.concurrency,
+            args.round_s,
+            args.rounds,
+        )
+        .await
+    };
     Report {
         machine: args.machine.clone(),
         heartbeat_interval_ms: 100,
