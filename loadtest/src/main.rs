@@ -6,7 +6,9 @@
 
 mod bench;
 mod crypto;
+mod drill;
 mod failover;
+mod load;
 mod registry;
 mod summary;
 
