@@ -15,7 +15,7 @@ CONFIG ?= deploy/rankd.toml
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test build build-debug model venv bench bench-gpu fmt lint clean cluster cluster-down
+.PHONY: run test build build-debug model venv bench bench-gpu fmt lint clean cluster cluster-down drill
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: deploy/requirements.txt
@@ -68,6 +68,13 @@ test: model fmt lint build-debug
 
 bench: model build
 	target/release/rankload bench --bundle $(BUNDLE) --rankd target/release/rankd --out bench-out/bench.json
+
+# Every disaster-recovery drill on a fresh local 3-node cluster (release build); writes
+# docs/drills.md, docs/drills.json and docs/drills-charts/. Exits non-zero when an objective
+# is missed.
+DRILL_MACHINE ?= $(shell nproc) cores, $(shell free -g | awk '/Mem:/ {print $$2}') GiB
+drill: model build
+	target/release/rankload drill --all --out-dir docs --stem drills --machine "$(DRILL_MACHINE)"
 
 clean:
 	cargo clean

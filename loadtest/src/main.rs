@@ -35,6 +35,12 @@ enum Command {
     /// Heartbeat failover on a real 3-node cluster: detection time per fault, what the
     /// failover client sees during each fault, and its overhead against a plain channel.
     Failover(failover::FailoverArgs),
+    /// Steady open-loop load at a fixed rate against running nodes: latency from each
+    /// call's scheduled time, failures by code, versions and nodes served, per second.
+    Load(load::cli::LoadArgs),
+    /// Disaster-recovery drills: real faults under steady load, with a report (Markdown,
+    /// JSON, charts) and objectives that set the exit code.
+    Drill(drill::DrillArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,5 +50,7 @@ fn main() -> anyhow::Result<()> {
         Command::ArtifactRss(args) => crypto::rss(args),
         Command::Registry(args) => registry::run(args),
         Command::Failover(args) => failover::run(args),
+        Command::Load(args) => load::cli::run(args),
+        Command::Drill(args) => drill::run(args),
     }
 }

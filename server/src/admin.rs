@@ -226,6 +226,19 @@ impl Admin for AdminService {
         crate::cluster::admin_ops::init(&self.cluster, request.into_inner())
             .await
             .map_err(Status::from)?;
+        // A cluster initialized over a restored store (a disaster recovery from backup)
+        // resumes serving what the store served: register its versions, then promote its
+        // active one, waiting for the new members like any promotion.
+        if self.cluster.applied().registry.versions.is_empty() {
+            let adopt = crate::node::register_store(&self.cluster, &self.store, &self.engine)
+                .await
+                .map_err(|e| Status::failed_precondition(format!("adopting the store: {e}")))?;
+            if let Some(req) = adopt {
+                tracing::info!(name = %req.name, version = %req.version,
+                    "cluster initialized over a store with an active version: promoting it");
+                self.cluster_promote(Request::new(req)).await?;
+            }
+        }
         self.cluster_status().await
     }
 

@@ -5,6 +5,8 @@
 mod readiness;
 mod single;
 
+pub(crate) use single::register_store;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;

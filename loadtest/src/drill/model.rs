@@ -18,6 +18,10 @@ pub struct ScenarioResult {
     pub isolation: String,
     /// Set when the scenario could not run here (e.g. against an existing cluster), with why.
     pub skipped: Option<String>,
+    /// The scenario takes the whole service down on purpose (every node stopped): its
+    /// failed requests are reported but not gated by the failed-requests objective.
+    #[serde(default)]
+    pub outage_expected: bool,
     /// Fault injection and repair, in seconds from the start of the load.
     pub fault_start_s: f64,
     pub fault_end_s: f64,

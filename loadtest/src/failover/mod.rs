@@ -11,7 +11,7 @@
 //! - Client overhead: the failover client against a plain tonic channel at saturation,
 //!   both on one node, in alternating rounds of the same run ([`overhead`]).
 
-mod detect;
+pub mod detect;
 mod faults;
 mod overhead;
 

@@ -70,7 +70,11 @@ impl LoadResult {
     /// Calls scheduled in `[from, to)`.
     pub fn window(&self, from: Duration, to: Duration) -> Window {
         let (from, to) = (from.as_micros() as u64, to.as_micros() as u64);
-        window_of(self.calls.iter().filter(|c| c.at_us >= from && c.at_us < to))
+        window_of(
+            self.calls
+                .iter()
+                .filter(|c| c.at_us >= from && c.at_us < to),
+        )
     }
 
     pub fn overall(&self) -> Window {
@@ -143,7 +147,11 @@ mod tests {
             at_us: at_ms * 1000,
             latency_us: latency_ms * 1000,
             code: code.into(),
-            version: if code == "OK" { "1".into() } else { String::new() },
+            version: if code == "OK" {
+                "1".into()
+            } else {
+                String::new()
+            },
             node: String::new(),
         }
     }

@@ -123,13 +123,28 @@ async fn adopt_store(
     store: &Arc<Store>,
     engine: &EngineConfig,
 ) -> Result<(), StartError> {
+    if let Some(req) = register_store(cluster, store, engine).await? {
+        crate::cluster::promote::promote(cluster, req).await?;
+    }
+    Ok(())
+}
+
+/// The first half of adopting a store: registers every intact version, loads the store's
+/// active one here and reports it ready. Returns the promotion that finishes the job (the
+/// caller runs it on the leader, or forwards it there), or `None` when the store names no
+/// active version.
+pub(crate) async fn register_store(
+    cluster: &Arc<Cluster>,
+    store: &Arc<Store>,
+    engine: &EngineConfig,
+) -> Result<Option<rankd_proto::admin::v1::PromoteRequest>, StartError> {
     let records: Vec<ModelRecord> = store
         .list()
         .into_iter()
         .filter(|r| r.state == rankd_artifact::RecordState::Ready)
         .collect();
     if records.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     for r in &records {
         let info = crate::admin_cluster::version_info(r, cluster.id);
@@ -142,7 +157,7 @@ async fn adopt_store(
         "registered the versions already in the store"
     );
     let Some(active) = store.active() else {
-        return Ok(());
+        return Ok(None);
     };
     let model = rankd_raft::ModelRef::new(&active.name, &active.version);
     let loaded = load_active(store, engine, &model).await?;
@@ -153,12 +168,10 @@ async fn adopt_store(
             model,
         })
         .await?;
-    let req = rankd_proto::admin::v1::PromoteRequest {
+    Ok(Some(rankd_proto::admin::v1::PromoteRequest {
         name: active.name.clone(),
         version: active.version.clone(),
         requested_by: "rankd (restored store)".into(),
         ..Default::default()
-    };
-    crate::cluster::promote::promote(cluster, req).await?;
-    Ok(())
+    }))
 }

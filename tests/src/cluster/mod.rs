@@ -408,6 +408,49 @@ impl Cluster {
         self.attach(id, node);
     }
 
+    /// Restarts node `id` (which must be down) with one config key changed from now on, e.g.
+    /// a different keyring.
+    pub async fn restart_with(&mut self, id: u64, key: &str, toml_literal: &str) {
+        let m = self.members.get_mut(&id).expect("a member");
+        m.builder = m.builder.clone().set(key, toml_literal);
+        self.restart(id).await;
+    }
+
+    /// Writes a keyring holding only `key_id` (a fresh key) for node `id` and returns its
+    /// path, for restarting the node with keys that cannot open the cluster's artifacts.
+    pub fn foreign_keyring(&self, id: u64, key_id: &str) -> PathBuf {
+        let path = self
+            .data_dir(id)
+            .with_file_name(format!("keyring-{key_id}.toml"));
+        write_keyring(&path, key_id);
+        path
+    }
+
+    /// The cluster-wide keyring every node started with (unless given its own).
+    pub fn keyring(&self) -> &std::path::Path {
+        &self.keyring
+    }
+
+    /// Starts every member that is down, all at once (a cold start of the whole cluster).
+    pub async fn start_all(&mut self) {
+        let down: Vec<u64> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.node.is_none() && !m.removed)
+            .map(|(id, _)| *id)
+            .collect();
+        tracing::info!(?down, "starting every stopped node");
+        let starts = down.iter().map(|&id| {
+            let m = self.m(id);
+            let addr = m.grpc_addr.expect("node started once");
+            m.builder.clone().listen(&addr.to_string()).start()
+        });
+        let nodes = futures::future::join_all(starts).await;
+        for (id, node) in down.into_iter().zip(nodes) {
+            self.attach(id, node);
+        }
+    }
+
     /// Cuts every link between group `a` and group `b`, both directions: each node's proxy
     /// refuses the other group's sources and closes their open connections.
     pub fn partition(&self, a: &[u64], b: &[u64]) {

@@ -1,0 +1,49 @@
+//! Every drill scenario, by name, and what each needs from its environment.
+
+mod cluster_wide;
+mod data;
+mod process;
+
+use super::env::DrillEnv;
+use super::model::ScenarioResult;
+
+/// Scenario names, in the order `--all` runs them: cheapest and least disruptive first,
+/// the cluster-wide outages last.
+pub const ALL: [&str; 9] = [
+    "follower-crash",
+    "leader-crash",
+    "hang",
+    "partition-leader",
+    "corrupt-artifact",
+    "wrong-key",
+    "promote-during-leader-crash",
+    "full-restart",
+    "restore-from-backup",
+];
+
+pub fn is_known(name: &str) -> bool {
+    ALL.contains(&name)
+}
+
+/// Runs scenario `name` against `env`.
+pub async fn run(name: &str, env: &mut DrillEnv) -> ScenarioResult {
+    match name {
+        "follower-crash" => process::crash(env, false).await,
+        "leader-crash" => process::crash(env, true).await,
+        "hang" => process::hang(env).await,
+        "partition-leader" => process::partition_leader(env).await,
+        "corrupt-artifact" => data::corrupt_artifact(env).await,
+        "wrong-key" => data::wrong_key(env).await,
+        "promote-during-leader-crash" => cluster_wide::promote_during_leader_crash(env).await,
+        "full-restart" => cluster_wide::full_restart(env).await,
+        "restore-from-backup" => {
+            let target = env.backups.path().to_path_buf();
+            cluster_wide::restore_from_backup(env, &target).await
+        }
+        other => ScenarioResult {
+            name: other.into(),
+            skipped: Some("no such scenario".into()),
+            ..Default::default()
+        },
+    }
+}
