@@ -17,6 +17,11 @@
 //!   tried, the last error is returned at once.
 //! - A retry needs `max_attempts` not reached, at least `min_retry_time` left, and a token
 //!   from the retry budget; without any of them the last error is returned.
+//! - An attempt in flight to a node that gets ejected meanwhile (its heartbeats lapsed: it
+//!   hangs; its stream broke; it stopped serving) is abandoned: it no longer counts as
+//!   live, and the call retries on another node as if the attempt had failed. Without this a
+//!   call sent to a node just before it hung would wait for its whole deadline. The
+//!   abandoned attempt keeps running, so if it answers first after all, its answer wins.
 //! - With hedging on, once the hedge delay has passed and the only attempt is still running,
 //!   a second attempt goes to another node (budget permitting). The first success wins;
 //!   dropping the call's remaining attempts cancels them (their HTTP/2 streams are reset).
@@ -63,6 +68,8 @@ struct Call<'a> {
     running: Running,
     /// Nodes whose attempt failed, and the last retryable error.
     failed: Vec<NodeKey>,
+    /// Nodes whose attempt is still running but was given up on (the node was ejected).
+    abandoned: Vec<NodeKey>,
     last_error: Option<Status>,
 }
 
@@ -83,6 +90,7 @@ pub(crate) async fn rank(
         attempts: Vec::new(),
         running: FuturesUnordered::new(),
         failed: Vec::new(),
+        abandoned: Vec::new(),
         last_error: None,
     };
     let result = call.run().await;
@@ -102,6 +110,8 @@ impl Call<'_> {
             .map(|hedge| instant_after(self.started, hedge_delay(hedge, &self.inner.latencies)));
         let deadline = sleep_until(self.deadline);
         tokio::pin!(deadline);
+        let mut changes = self.inner.pool.changes();
+        let mut watching = true;
         loop {
             let hedge_timer = async move {
                 match hedge_at {
@@ -115,8 +125,13 @@ impl Call<'_> {
                     if let Some(done) = self.on_result(result) {
                         return done;
                     }
-                    if self.running.is_empty() {
-                        self.retry()?;
+                    if self.live_attempts() == 0 {
+                        match self.retry() {
+                            Ok(()) => {}
+                            // An abandoned attempt may still answer before the deadline.
+                            Err(_) if !self.running.is_empty() => {}
+                            Err(e) => return Err(e),
+                        }
                     }
                 }
                 () = hedge_timer => {
@@ -124,6 +139,11 @@ impl Call<'_> {
                     self.hedge();
                 }
                 () = &mut deadline => return Err(self.timed_out()),
+                changed = changes.changed(), if watching => match changed {
+                    Ok(()) => self.abandon_ejected(),
+                    // The node table is gone (the client is shutting down).
+                    Err(_) => watching = false,
+                },
             }
         }
     }
@@ -133,6 +153,41 @@ impl Call<'_> {
         let attempt = Attempt::new(self.request.clone(), self.deadline);
         self.attempts.push(Arc::clone(&attempt.dispatched_to));
         attempt
+    }
+
+    /// Attempts that may still answer and have not been given up on: waiting for the
+    /// balancer, or dispatched to a node that has neither failed nor been ejected.
+    fn live_attempts(&self) -> usize {
+        self.attempts
+            .iter()
+            .filter(|slot| {
+                slot.get()
+                    .is_none_or(|n| !self.failed.contains(n) && !self.abandoned.contains(n))
+            })
+            .count()
+    }
+
+    /// Gives up on attempts whose node was ejected while they ran, and retries elsewhere
+    /// when none is left live.
+    fn abandon_ejected(&mut self) {
+        let mut any = false;
+        for node in self.tried() {
+            if self.failed.contains(&node) || self.abandoned.contains(&node) {
+                continue;
+            }
+            if let Some(reason) = self.inner.pool.ejection_of(&node) {
+                tracing::info!(%node, %reason, "node ejected while a Rank attempt was in flight; trying another");
+                self.last_error = Some(Status::unavailable(format!(
+                    "{node} was ejected while the call was in flight: {reason}"
+                )));
+                self.abandoned.push(node);
+                any = true;
+            }
+        }
+        if any && self.live_attempts() == 0 {
+            // If no retry is possible the abandoned attempt is still awaited.
+            let _ = self.retry();
+        }
     }
 
     /// Nodes this call has sent an attempt to (failed or still running).

@@ -7,7 +7,7 @@ use tower::util::rng::Rng;
 
 use super::{NodeKey, Pool};
 use crate::client::service::Balanced;
-use crate::client::stats::NodeInfo;
+use crate::client::stats::{EjectReason, NodeInfo};
 use crate::v1::Fence;
 
 impl Pool {
@@ -44,6 +44,12 @@ impl Pool {
     /// waiting for one to become pickable is pointless.
     pub(crate) fn has_untried(&self, exclude: &[NodeKey]) -> bool {
         self.lock().nodes.keys().any(|key| !exclude.contains(key))
+    }
+
+    /// Why `key` is ejected, if it is (a cooldown is not an ejection: the node is healthy,
+    /// only busy).
+    pub(crate) fn ejection_of(&self, key: &NodeKey) -> Option<EjectReason> {
+        self.lock().nodes.get(key).and_then(|n| n.ejection.clone())
     }
 
     /// Nodes in the balancer now.

@@ -176,3 +176,47 @@ async fn connect_refused_is_a_transport_error() {
         crate::client::error::Failure::Transport
     );
 }
+
+/// A node that hangs with a call in flight (Rank never answers, heartbeats go silent): the
+/// call does not wait for its deadline, it moves to another node once the node lapses.
+#[tokio::test]
+async fn a_call_in_flight_to_a_node_that_hangs_moves_on_when_it_lapses() {
+    let a = FakeNode::start("a", BEAT);
+    let b = FakeNode::start("b", BEAT);
+    a.state.missed_limit.store(5, Ordering::SeqCst);
+    a.state.set(Behaviour::Slow(Duration::from_secs(30)));
+    b.state.set_serving(false, "loading");
+    let config = ClientConfig {
+        default_deadline: Duration::from_secs(20),
+        ..config()
+    };
+    let client = FailoverClient::connect([a.address(), b.address()].to_vec(), config)
+        .await
+        .expect("connect");
+    eventually("a admitted", || healthy(&client, &a)).await;
+
+    let started = Instant::now();
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.rank(request()).await }
+    });
+    eventually("the call reached a", || a.state.calls() == 1).await;
+    b.state.set_serving(true, "");
+    eventually("b admitted", || healthy(&client, &b)).await;
+
+    // a hangs: its heartbeats stop, its Rank call never returns.
+    a.state.beating.store(false, Ordering::SeqCst);
+    let response = call.await.expect("join").expect("the call moves to b");
+    assert_eq!(response.node_id, "b");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the call waited {:?}: it sat on the hung node",
+        started.elapsed()
+    );
+    assert!(matches!(
+        view(&client, &a).ejection,
+        Some(EjectReason::Lapsed { .. })
+    ));
+    let stats = client.stats();
+    assert_eq!((stats.retries, stats.failovers, stats.failures), (1, 1, 0));
+}
