@@ -10,15 +10,19 @@
 //! the fault ([`model::ScenarioResult`]). The report ([`report`]) is Markdown and JSON
 //! with one timeline chart per scenario; the run exits non-zero when an objective is missed.
 //!
-//! With `--addrs`, the drill targets an existing cluster instead: it measures steady load
-//! there, and skips every fault scenario, saying why (each needs control of the nodes'
-//! processes, files or links, which a client of the cluster does not have).
+//! With `--addrs`, the drill targets an existing cluster instead, through its client
+//! addresses, with faults injected by commands the operator gives (`--hook-kill`,
+//! `--hook-start`, `--hook-stop`, `--hook-cont`; [`remote`]). Scenarios whose faults cannot
+//! be injected that way (files, peer links, a fresh cluster) are reported as skipped, with
+//! the reason.
 
 pub mod model;
 pub mod report;
 
+mod control;
 mod env;
 mod phase;
+mod remote;
 mod scenarios;
 
 use std::path::PathBuf;
@@ -43,6 +47,22 @@ pub struct DrillArgs {
     /// An existing cluster's client addresses (comma-separated) instead of a local one.
     #[arg(long, value_delimiter = ',')]
     pub addrs: Vec<String>,
+    /// Against an existing cluster: the query every call sends.
+    #[arg(long, default_value = "models/demo/example_query.json")]
+    pub query_file: PathBuf,
+    /// Against an existing cluster: shell commands that inject faults on its hosts, with
+    /// `{id}` (Raft id) and `{addr}` (client address) replaced. Kill a node's process:
+    #[arg(long)]
+    pub hook_kill: Option<String>,
+    /// ... start it again:
+    #[arg(long)]
+    pub hook_start: Option<String>,
+    /// ... freeze it (SIGSTOP):
+    #[arg(long)]
+    pub hook_stop: Option<String>,
+    /// ... resume it (SIGCONT):
+    #[arg(long)]
+    pub hook_cont: Option<String>,
     /// Calls per second of steady load during each scenario.
     #[arg(long, default_value_t = 100)]
     pub rate: u32,
@@ -149,22 +169,37 @@ pub fn run(args: DrillArgs) -> Result<()> {
 async fn drive(args: &DrillArgs, names: &[String]) -> Vec<ScenarioResult> {
     let hold = Duration::from_secs_f64(args.hold_s);
     let settle = Duration::from_secs_f64(args.settle_s);
-    if !args.addrs.is_empty() {
-        return names
-            .iter()
-            .map(|n| ScenarioResult {
-                name: n.clone(),
-                skipped: Some(
-                    "needs control of the nodes' processes, files or peer links, which a \
-                     client of an existing cluster does not have"
-                        .into(),
-                ),
-                ..Default::default()
-            })
-            .collect();
-    }
-    eprintln!("--- starting a 3-node cluster and promoting the demo model");
-    let mut env = DrillEnv::local(args.rate, hold, settle).await;
+    let mut env = if args.addrs.is_empty() {
+        eprintln!("--- starting a 3-node cluster and promoting the demo model");
+        DrillEnv::local(args.rate, hold, settle).await
+    } else {
+        let hooks = remote::Hooks {
+            kill: args.hook_kill.clone(),
+            start: args.hook_start.clone(),
+            stop: args.hook_stop.clone(),
+            cont: args.hook_cont.clone(),
+        };
+        let target = remote::Remote::new(args.addrs.clone(), hooks);
+        let request =
+            crate::load::cli::read_request(&args.query_file, None, 10).map_err(|e| e.to_string());
+        let env = match request {
+            Ok(request) => DrillEnv::remote(target, request, args.rate, hold, settle).await,
+            Err(e) => Err(e),
+        };
+        match env {
+            Ok(env) => env,
+            Err(why) => {
+                return names
+                    .iter()
+                    .map(|n| ScenarioResult {
+                        name: n.clone(),
+                        skipped: Some(format!("the existing cluster cannot be drilled: {why}")),
+                        ..Default::default()
+                    })
+                    .collect()
+            }
+        }
+    };
     let mut results = Vec::new();
     for name in names {
         eprintln!("--- drill: {name}");

@@ -34,7 +34,7 @@ impl Phase {
             LoadSpec {
                 rate: env.rate,
                 deadline: Duration::from_secs(2),
-                request: env.request(),
+                request: env.request.clone(),
             },
         );
         let started = Instant::now() - gen.elapsed();

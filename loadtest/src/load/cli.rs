@@ -132,7 +132,16 @@ pub fn run(args: LoadArgs) -> Result<()> {
 }
 
 fn load_request(args: &LoadArgs) -> Result<RankRequest> {
-    let path = &args.query_file;
+    read_request(&args.query_file, args.candidates, args.top_k)
+}
+
+/// The Rank request a query file (`{"query": [...], "candidates": [...]}`, as `make model`
+/// writes `models/demo/example_query.json`) describes, with its first `candidates` ids.
+pub fn read_request(
+    path: &std::path::Path,
+    candidates: Option<usize>,
+    top_k: u32,
+) -> Result<RankRequest> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading {} (run `make model` to create it)", path.display()))?;
     let file: QueryFile = serde_json::from_str(&text).with_context(|| {
@@ -142,7 +151,7 @@ fn load_request(args: &LoadArgs) -> Result<RankRequest> {
         )
     })?;
     let mut candidate_ids = file.candidates;
-    if let Some(n) = args.candidates {
+    if let Some(n) = candidates {
         ensure!(n > 0, "--candidates must be at least 1");
         ensure!(
             n <= candidate_ids.len(),
@@ -161,7 +170,7 @@ fn load_request(args: &LoadArgs) -> Result<RankRequest> {
         request_id: String::new(),
         query: file.query,
         candidate_ids,
-        top_k: args.top_k,
+        top_k,
     })
 }
 

@@ -26,18 +26,18 @@ pub async fn promote_during_leader_crash(env: &mut DrillEnv) -> ScenarioResult {
     let target = other_version(&before.model_version);
     // Both versions loaded everywhere first, so the promotion itself is the only thing the
     // crash can interrupt.
-    if env.cluster.stage(1, 1, target).await.is_none() {
-        env.cluster.upload(1, target).await;
+    if env.cluster().stage(1, 1, target).await.is_none() {
+        env.cluster().upload(1, target).await;
     }
-    env.cluster.wait_ready_everywhere(1, target).await;
+    env.cluster().wait_ready_everywhere(1, target).await;
     let leader = env.leader().await;
     let via = (1..=3).find(|&i| i != leader).unwrap_or(1);
-    let pid = env.cluster.node(leader).pid();
+    let pid = env.cluster().node(leader).pid();
     let mut p = Phase::start(env).await;
     let t0 = p.fault();
     let promote = env
-        .cluster
-        .promote(via, env.cluster.promote_request(target));
+        .cluster()
+        .promote(via, env.cluster().promote_request(target));
     let crash = async {
         // Mid-flight: the Prepare entry and the readiness probe take a few milliseconds.
         tokio::time::sleep(Duration::from_millis(3)).await;
@@ -45,8 +45,8 @@ pub async fn promote_during_leader_crash(env: &mut DrillEnv) -> ScenarioResult {
     };
     let (answer, ()) = tokio::join!(promote, crash);
     p.detection_ms = Some(t0.elapsed().as_secs_f64() * 1000.0);
-    env.cluster.kill(leader).await;
-    env.cluster.restart(leader).await;
+    env.cluster_mut().kill(leader).await;
+    env.cluster_mut().restart(leader).await;
     p.repaired();
     p.recover(env).await;
     let after = env.active().await;
@@ -90,12 +90,14 @@ pub async fn promote_during_leader_crash(env: &mut DrillEnv) -> ScenarioResult {
 pub async fn full_restart(env: &mut DrillEnv) -> ScenarioResult {
     let mut p = Phase::start(env).await;
     p.fault();
-    for id in env.cluster.live_ids() {
-        env.cluster.terminate(id, Duration::from_secs(60)).await;
+    for id in env.cluster().live_ids() {
+        env.cluster_mut()
+            .terminate(id, Duration::from_secs(60))
+            .await;
     }
     tokio::time::sleep(env.hold).await;
     p.recovery_starts();
-    env.cluster.start_all().await;
+    env.cluster_mut().start_all().await;
     p.repaired();
     p.recover(env).await;
     p.notes.push(
@@ -117,7 +119,7 @@ pub async fn restore_from_backup(
 ) -> ScenarioResult {
     let before = env.active().await.unwrap_or_else(|| env.fence.clone());
     let backup = env
-        .cluster
+        .cluster()
         .admin(1)
         .await
         .create_backup(CreateBackupRequest { incremental: false })
@@ -132,18 +134,18 @@ pub async fn restore_from_backup(
     };
     let mut p = Phase::start(env).await;
     p.fault();
-    for id in env.cluster.live_ids() {
-        env.cluster.kill(id).await;
+    for id in env.cluster().live_ids() {
+        env.cluster_mut().kill(id).await;
     }
     for id in 1..=3 {
-        let _ = std::fs::remove_dir_all(env.cluster.data_dir(id));
+        let _ = std::fs::remove_dir_all(env.cluster().data_dir(id));
     }
     p.recovery_starts();
     let restored = tokio::process::Command::new(rankctl_bin())
         .args(["backup", "restore", &backup.id, "--target"])
         .arg(backup_target)
         .arg("--data-dir")
-        .arg(env.cluster.data_dir(1))
+        .arg(env.cluster().data_dir(1))
         .output()
         .await;
     match &restored {
@@ -152,10 +154,10 @@ pub async fn restore_from_backup(
             .notes
             .push(format!("rankctl backup restore failed: {other:?}")),
     }
-    env.cluster.start_all().await;
-    let members = (1..=3).map(|id| env.cluster.member(id)).collect();
+    env.cluster_mut().start_all().await;
+    let members = (1..=3).map(|id| env.cluster().member(id)).collect();
     let init = env
-        .cluster
+        .cluster()
         .admin(1)
         .await
         .init_cluster(InitClusterRequest { members })

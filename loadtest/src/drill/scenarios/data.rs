@@ -25,8 +25,8 @@ fn file_sha(path: &std::path::Path) -> Option<String> {
 /// answers of the reference version whose items differ from the reference answer.
 async fn probe_answers(env: &DrillEnv, stop: &AtomicBool, probes: &AtomicU64, wrong: &AtomicU64) {
     while !stop.load(Ordering::Relaxed) {
-        for id in env.cluster.live_ids() {
-            if let Ok(r) = env.cluster.rank(id).await {
+        for id in env.cluster().live_ids() {
+            if let Ok(r) = env.cluster().rank(id).await {
                 if r.model_version == env.fence.model_version {
                     probes.fetch_add(1, Ordering::Relaxed);
                     if r.items != env.reference {
@@ -42,11 +42,11 @@ async fn probe_answers(env: &DrillEnv, stop: &AtomicBool, probes: &AtomicU64, wr
 pub async fn corrupt_artifact(env: &mut DrillEnv) -> ScenarioResult {
     let victim = env.follower().await;
     let req = GetModelRequest {
-        name: env.cluster.model_name().into(),
+        name: env.cluster().model_name().into(),
         version: env.fence.model_version.clone(),
     };
     let record = env
-        .cluster
+        .cluster()
         .admin(victim)
         .await
         .get_model(req.clone())
@@ -61,7 +61,7 @@ pub async fn corrupt_artifact(env: &mut DrillEnv) -> ScenarioResult {
         return r;
     };
     let path = env
-        .cluster
+        .cluster()
         .data_dir(victim)
         .join("artifacts")
         .join(&record.sha256);
@@ -69,7 +69,7 @@ pub async fn corrupt_artifact(env: &mut DrillEnv) -> ScenarioResult {
     let env_ref: &DrillEnv = env;
     let flow = async {
         let mut p = Phase::start(env_ref).await;
-        let node = env_ref.cluster.node(victim);
+        let node = env_ref.cluster().node(victim);
         let failed_before = node.metrics().await.value_or_zero(VERIFY_FAILED);
         let t0 = p.fault();
         let mut bytes = std::fs::read(&path).unwrap_or_default();
@@ -97,14 +97,14 @@ pub async fn corrupt_artifact(env: &mut DrillEnv) -> ScenarioResult {
         let mut repaired = None;
         while Instant::now() < until {
             let now = env_ref
-                .cluster
+                .cluster()
                 .admin(victim)
                 .await
                 .get_model(req.clone())
                 .await;
             if let Ok(r) = now.map(tonic::Response::into_inner) {
                 let p = env_ref
-                    .cluster
+                    .cluster()
                     .data_dir(victim)
                     .join("artifacts")
                     .join(&r.sha256);
@@ -149,9 +149,9 @@ pub async fn wrong_key(env: &mut DrillEnv) -> ScenarioResult {
     let victim = env.follower().await;
     let mut p = Phase::start(env).await;
     let t0 = p.fault();
-    env.cluster.kill(victim).await;
-    let foreign = env.cluster.foreign_keyring(victim, "drill-wrong-key");
-    env.cluster
+    env.cluster_mut().kill(victim).await;
+    let foreign = env.cluster().foreign_keyring(victim, "drill-wrong-key");
+    env.cluster_mut()
         .restart_with(
             victim,
             "artifacts.keyring",
@@ -162,7 +162,7 @@ pub async fn wrong_key(env: &mut DrillEnv) -> ScenarioResult {
     let until = Instant::now() + RECOVERY_LIMIT;
     let mut reason = None;
     while Instant::now() < until && reason.is_none() {
-        if let Ok(st) = env.cluster.try_status(victim).await {
+        if let Ok(st) = env.cluster().try_status(victim).await {
             if let Some(n) = node_status(&st, victim) {
                 reason = n
                     .stages
@@ -177,15 +177,15 @@ pub async fn wrong_key(env: &mut DrillEnv) -> ScenarioResult {
     }
     p.detection_ms = reason.as_ref().map(|_| t0.elapsed().as_secs_f64() * 1000.0);
     tokio::time::sleep(env.hold).await;
-    let health = env.cluster.health(victim).await.ok();
+    let health = env.cluster().health(victim).await.ok();
     let stayed_out = health == Some(ServingStatus::NotServing);
     p.notes.push(format!(
         "node {victim} with the wrong keyring: health {health:?}, reason: {}",
         reason.as_deref().unwrap_or("(none reported)")
     ));
-    env.cluster.kill(victim).await;
-    let keyring = env.cluster.keyring().display().to_string();
-    env.cluster
+    env.cluster_mut().kill(victim).await;
+    let keyring = env.cluster().keyring().display().to_string();
+    env.cluster_mut()
         .restart_with(victim, "artifacts.keyring", &format!("{keyring:?}"))
         .await;
     p.repaired();

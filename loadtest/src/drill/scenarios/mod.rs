@@ -27,6 +27,13 @@ pub fn is_known(name: &str) -> bool {
 
 /// Runs scenario `name` against `env`.
 pub async fn run(name: &str, env: &mut DrillEnv) -> ScenarioResult {
+    if let Some(why) = env.unsupported(name) {
+        return ScenarioResult {
+            name: name.into(),
+            skipped: Some(why),
+            ..Default::default()
+        };
+    }
     match name {
         "follower-crash" => process::crash(env, false).await,
         "leader-crash" => process::crash(env, true).await,
@@ -36,10 +43,14 @@ pub async fn run(name: &str, env: &mut DrillEnv) -> ScenarioResult {
         "wrong-key" => data::wrong_key(env).await,
         "promote-during-leader-crash" => cluster_wide::promote_during_leader_crash(env).await,
         "full-restart" => cluster_wide::full_restart(env).await,
-        "restore-from-backup" => {
-            let target = env.backups.path().to_path_buf();
-            cluster_wide::restore_from_backup(env, &target).await
-        }
+        "restore-from-backup" => match env.backups.as_ref().map(|b| b.path().to_path_buf()) {
+            Some(target) => cluster_wide::restore_from_backup(env, &target).await,
+            None => ScenarioResult {
+                name: name.into(),
+                skipped: Some("no backup target".into()),
+                ..Default::default()
+            },
+        },
         other => ScenarioResult {
             name: other.into(),
             skipped: Some("no such scenario".into()),

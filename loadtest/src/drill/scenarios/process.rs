@@ -1,25 +1,16 @@
 //! Faults to one node's process or links: `kill -9` of a follower or the leader, SIGSTOP
 //! past the election timeout, and cutting the leader off from its peers. Each is detected
 //! by the survivors' peer tables, and recovery is every node SERVING the agreed version.
-
-use std::time::Instant;
+//! The first three also run against an existing cluster, through the operator's hooks.
 
 use crate::drill::env::DrillEnv;
 use crate::drill::model::ScenarioResult;
 use crate::drill::phase::Phase;
-use crate::failover::detect::wait_seen;
 
 /// How the partition is made, for the report.
 pub const PROXY_ISOLATION: &str = "per-node TCP proxy in front of each node's peer port, \
      controlled by the drill: the proxies refuse the other side's source addresses and \
      close their open connections (both directions); client ports stay reachable";
-
-/// Time until both survivors' own peer tables mark `victim` down.
-async fn detect_down(env: &DrillEnv, victim: u64, since: Instant) -> Option<f64> {
-    let survivors: Vec<u64> = (1..=3).filter(|&i| i != victim).collect();
-    let times = wait_seen(&env.cluster, &survivors, victim, false, since).await;
-    times.into_iter().reduce(f64::max)
-}
 
 pub async fn crash(env: &mut DrillEnv, leader: bool) -> ScenarioResult {
     let victim = if leader {
@@ -30,10 +21,14 @@ pub async fn crash(env: &mut DrillEnv, leader: bool) -> ScenarioResult {
     let role = if leader { "leader" } else { "follower" };
     let mut p = Phase::start(env).await;
     let t0 = p.fault();
-    env.cluster.kill(victim).await;
-    let (detected, ()) = tokio::join!(detect_down(env, victim, t0), tokio::time::sleep(env.hold));
+    if let Err(e) = env.kill(victim).await {
+        p.notes.push(format!("kill failed: {e}"));
+    }
+    let (detected, ()) = tokio::join!(env.wait_down(victim, t0), tokio::time::sleep(env.hold));
     p.detection_ms = detected;
-    env.cluster.restart(victim).await;
+    if let Err(e) = env.restart(victim).await {
+        p.notes.push(format!("restart failed: {e}"));
+    }
     p.repaired();
     p.recover(env).await;
     let name = if leader {
@@ -53,10 +48,14 @@ pub async fn hang(env: &mut DrillEnv) -> ScenarioResult {
     let victim = env.leader().await;
     let mut p = Phase::start(env).await;
     let t0 = p.fault();
-    env.cluster.pause(victim);
-    let (detected, ()) = tokio::join!(detect_down(env, victim, t0), tokio::time::sleep(env.hold));
+    if let Err(e) = env.pause(victim).await {
+        p.notes.push(format!("SIGSTOP failed: {e}"));
+    }
+    let (detected, ()) = tokio::join!(env.wait_down(victim, t0), tokio::time::sleep(env.hold));
     p.detection_ms = detected;
-    env.cluster.resume(victim);
+    if let Err(e) = env.resume(victim).await {
+        p.notes.push(format!("SIGCONT failed: {e}"));
+    }
     p.repaired();
     p.recover(env).await;
     let fault = format!(
@@ -71,10 +70,14 @@ pub async fn partition_leader(env: &mut DrillEnv) -> ScenarioResult {
     let others: Vec<u64> = (1..=3).filter(|&i| i != victim).collect();
     let mut p = Phase::start(env).await;
     let t0 = p.fault();
-    env.cluster.partition(&[victim], &others);
-    let (detected, ()) = tokio::join!(detect_down(env, victim, t0), tokio::time::sleep(env.hold));
+    if let Some(c) = env.local_cluster() {
+        c.partition(&[victim], &others);
+    }
+    let (detected, ()) = tokio::join!(env.wait_down(victim, t0), tokio::time::sleep(env.hold));
     p.detection_ms = detected;
-    env.cluster.heal();
+    if let Some(c) = env.local_cluster() {
+        c.heal();
+    }
     p.repaired();
     p.recover(env).await;
     let fault = format!(
