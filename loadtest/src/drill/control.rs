@@ -1,9 +1,7 @@
 //! Process faults on either kind of target: the harness's signals on a local cluster,
 //! the operator's hooks on an existing one; and detection as the survivors see it.
 
-use std::time::{Duration, Instant};
-
-use rankd_tests::node_status;
+use std::time::Instant;
 
 use super::env::{Control, DrillEnv, RECOVERY_LIMIT};
 use crate::failover::detect::wait_seen;
@@ -55,7 +53,7 @@ impl DrillEnv {
 
     /// Milliseconds from `since` until every other member's peer table counts `victim`
     /// down: read from each survivor's metrics on a local cluster, from each survivor's
-    /// cluster status (its heartbeat column) on an existing one. `None` if not seen.
+    /// heartbeat stream (`peers_up`) on an existing one. `None` if not seen.
     pub async fn wait_down(&self, victim: u64, since: Instant) -> Option<f64> {
         let survivors: Vec<u64> = self
             .live_ids()
@@ -69,26 +67,15 @@ impl DrillEnv {
                 .into_iter()
                 .reduce(f64::max),
             Control::Remote(r) => {
-                let mut worst: Option<f64> = None;
-                for s in survivors {
-                    loop {
-                        let st = r.status_on(s).await;
-                        let seen = st
-                            .as_ref()
-                            .and_then(|st| node_status(st, victim))
-                            .is_some_and(|n| n.heartbeat_known && !n.heartbeat_up);
-                        if seen {
-                            let ms = since.elapsed().as_secs_f64() * 1000.0;
-                            worst = Some(worst.map_or(ms, |w| w.max(ms)));
-                            break;
-                        }
-                        if since.elapsed() > RECOVERY_LIMIT {
-                            return None;
-                        }
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                }
-                worst
+                let waits = survivors
+                    .iter()
+                    .map(|&s| r.wait_peer_down(s, victim, since, RECOVERY_LIMIT));
+                let times = futures::future::join_all(waits).await;
+                times
+                    .into_iter()
+                    .collect::<Option<Vec<f64>>>()?
+                    .into_iter()
+                    .reduce(f64::max)
             }
         }
     }

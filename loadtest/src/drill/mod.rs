@@ -179,11 +179,14 @@ async fn drive(args: &DrillArgs, names: &[String]) -> Vec<ScenarioResult> {
             stop: args.hook_stop.clone(),
             cont: args.hook_cont.clone(),
         };
-        let target = remote::Remote::new(args.addrs.clone(), hooks);
+
         let request =
             crate::load::cli::read_request(&args.query_file, None, 10).map_err(|e| e.to_string());
         let env = match request {
-            Ok(request) => DrillEnv::remote(target, request, args.rate, hold, settle).await,
+            Ok(request) => match remote::Remote::connect(args.addrs.clone(), hooks).await {
+                Ok(target) => DrillEnv::remote(target, request, args.rate, hold, settle).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         match env {

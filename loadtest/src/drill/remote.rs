@@ -8,20 +8,21 @@
 //! when the hooks it needs are given; the others are reported as skipped, with which hook
 //! is missing.
 
-use std::collections::BTreeSet;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use rankd_proto::admin::v1::admin_client::AdminClient;
 use rankd_proto::admin::v1::{ClusterStatus, ClusterStatusRequest};
+use rankd_proto::v1::heartbeat_client::HeartbeatClient;
 use rankd_proto::v1::ranker_client::RankerClient;
-use rankd_proto::v1::{Fence, RankRequest, RankResponse};
+use rankd_proto::v1::{Fence, HeartbeatRequest, RankRequest, RankResponse};
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 /// One call to a node may take this long before the node counts as not answering.
-const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Operator commands that inject and repair faults on the cluster's hosts.
 #[derive(Debug, Clone, Default)]
@@ -39,6 +40,9 @@ pub struct Hooks {
 pub struct Remote {
     addrs: Vec<String>,
     hooks: Hooks,
+    /// Every member's client address, learned once at the start: the drill must find a
+    /// node while the cluster cannot answer status reads (no leader, a member hung).
+    members: BTreeMap<u64, String>,
     /// Nodes this drill has killed and not started again.
     down: BTreeSet<u64>,
 }
@@ -59,21 +63,43 @@ fn channel(addr: &str) -> Option<Channel> {
 }
 
 impl Remote {
-    pub fn new(addrs: Vec<String>, hooks: Hooks) -> Remote {
-        Remote {
+    /// Learns the members from the first given address that answers.
+    pub async fn connect(addrs: Vec<String>, hooks: Hooks) -> Result<Remote, String> {
+        let mut r = Remote {
             addrs,
             hooks,
+            members: BTreeMap::new(),
             down: BTreeSet::new(),
-        }
+        };
+        let st = r
+            .status()
+            .await
+            .ok_or("no given address answered GetClusterStatus")?;
+        r.members = st
+            .nodes
+            .iter()
+            .map(|n| (n.id, n.api_addr.clone()))
+            .collect();
+        Ok(r)
     }
 
     pub fn addrs(&self) -> &[String] {
         &self.addrs
     }
 
-    /// Cluster status from the first given address that answers.
+    /// Cluster status from the first live member (before the members are known: the first
+    /// given address) that answers.
     pub async fn status(&self) -> Option<ClusterStatus> {
-        for addr in &self.addrs {
+        let candidates: Vec<&String> = if self.members.is_empty() {
+            self.addrs.iter().collect()
+        } else {
+            self.members
+                .iter()
+                .filter(|(id, _)| !self.down.contains(id))
+                .map(|(_, a)| a)
+                .collect()
+        };
+        for addr in candidates {
             let Some(ch) = channel(addr) else { continue };
             if let Ok(r) = AdminClient::new(ch)
                 .get_cluster_status(ClusterStatusRequest {})
@@ -85,35 +111,50 @@ impl Remote {
         None
     }
 
-    /// Cluster status as node `id` answers it.
-    pub async fn status_on(&self, id: u64) -> Option<ClusterStatus> {
-        let addr = self.addr_of(id).await?;
-        let r = AdminClient::new(channel(&addr)?)
-            .get_cluster_status(ClusterStatusRequest {})
-            .await;
-        r.ok().map(tonic::Response::into_inner)
-    }
-
     pub async fn addr_of(&self, id: u64) -> Option<String> {
-        let st = self.status().await?;
-        st.nodes
-            .iter()
-            .find(|n| n.id == id)
-            .map(|n| n.api_addr.clone())
+        self.members.get(&id).cloned()
     }
 
     /// Members, minus those this drill has taken down.
     pub async fn live_ids(&self) -> Vec<u64> {
-        self.status()
+        self.members
+            .keys()
+            .copied()
+            .filter(|id| !self.down.contains(id))
+            .collect()
+    }
+
+    /// Milliseconds from `since` until node `on` stops counting `peer` up, read from `on`'s
+    /// heartbeat stream (`peers_up`): no consensus read involved, so it works while the
+    /// cluster has no leader. `None` when not seen within `limit`.
+    pub async fn wait_peer_down(
+        &self,
+        on: u64,
+        peer: u64,
+        since: Instant,
+        limit: Duration,
+    ) -> Option<f64> {
+        let addr = self.addr_of(on).await?;
+        let ch = Endpoint::from_shared(format!("http://{addr}"))
+            .ok()?
+            .connect_timeout(CALL_TIMEOUT)
+            .connect_lazy();
+        let mut stream = HeartbeatClient::new(ch)
+            .subscribe(HeartbeatRequest {})
             .await
-            .map(|st| {
-                st.nodes
-                    .iter()
-                    .map(|n| n.id)
-                    .filter(|id| !self.down.contains(id))
-                    .collect()
-            })
-            .unwrap_or_default()
+            .ok()?
+            .into_inner();
+        let peer = peer.to_string();
+        loop {
+            let left = limit.checked_sub(since.elapsed())?;
+            let hb = tokio::time::timeout(left, stream.message())
+                .await
+                .ok()?
+                .ok()??;
+            if !hb.peers_up.contains(&peer) {
+                return Some(since.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
     }
 
     pub async fn health(&self, id: u64) -> Option<ServingStatus> {
