@@ -175,6 +175,10 @@ pub struct BatchingConfig {
     pub max_queue_delay_us: u64,
     /// Requests waiting for a worker; when full, Rank answers RESOURCE_EXHAUSTED.
     pub queue_capacity: usize,
+    /// Longest a request may wait in the queue before a worker takes it; past it the call
+    /// is answered RESOURCE_EXHAUSTED, so the client retries on a less busy replica while
+    /// its deadline still allows. 0: bounded only by the call's deadline.
+    pub max_queue_wait_ms: u64,
     /// Inference threads, each running whole batches.
     pub workers: usize,
     /// Most candidates in one request; more get OUT_OF_RANGE.
@@ -259,6 +263,7 @@ impl Default for BatchingConfig {
             max_batch_items: 0,
             max_queue_delay_us: 500,
             queue_capacity: 1024,
+            max_queue_wait_ms: 0,
             workers: 1,
             max_candidates: 4096,
         }

@@ -21,6 +21,8 @@ pub enum ServeError {
     },
     #[error("inference queue is full ({capacity} requests waiting); retry on another replica")]
     QueueFull { capacity: usize },
+    #[error("waited {waited_ms} ms in the inference queue, over batching.max_queue_wait_ms ({limit_ms} ms); retry on another replica")]
+    QueueWait { waited_ms: u64, limit_ms: u64 },
     #[error("server overloaded: {max} Rank calls already in flight")]
     Overloaded { max: usize },
     #[error("deadline exceeded {stage}; the model was not run")]
@@ -40,7 +42,9 @@ impl ServeError {
         match self {
             ServeError::Input(_) | ServeError::DuplicateCandidate { .. } => Code::InvalidArgument,
             ServeError::TooManyCandidates { .. } => Code::OutOfRange,
-            ServeError::QueueFull { .. } | ServeError::Overloaded { .. } => Code::ResourceExhausted,
+            ServeError::QueueFull { .. }
+            | ServeError::QueueWait { .. }
+            | ServeError::Overloaded { .. } => Code::ResourceExhausted,
             ServeError::DeadlineExpired { .. } | ServeError::DeadlineWhileRunning => {
                 Code::DeadlineExceeded
             }
@@ -279,6 +283,13 @@ mod tests {
                 Code::ResourceExhausted,
             ),
             (ServeError::Overloaded { max: 1 }, Code::ResourceExhausted),
+            (
+                ServeError::QueueWait {
+                    waited_ms: 9,
+                    limit_ms: 5,
+                },
+                Code::ResourceExhausted,
+            ),
             (
                 ServeError::DeadlineExpired { stage: "in queue" },
                 Code::DeadlineExceeded,

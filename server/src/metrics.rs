@@ -44,9 +44,10 @@ pub struct ModelLabels {
 }
 
 /// Every `reason` label `rankd_rejected_total` can carry.
-pub const REJECT_REASONS: [&str; 5] = [
+pub const REJECT_REASONS: [&str; 6] = [
     "overloaded",
     "queue_full",
+    "queue_wait",
     "deadline_on_arrival",
     "deadline_in_queue",
     "caller_gone",

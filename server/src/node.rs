@@ -213,6 +213,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             max_batch_size: b.max_batch_size,
             max_batch_items: cfg.max_batch_items(&device),
             max_queue_delay: Duration::from_micros(b.max_queue_delay_us),
+            max_queue_wait: (b.max_queue_wait_ms > 0)
+                .then(|| Duration::from_millis(b.max_queue_wait_ms)),
             queue_capacity: b.queue_capacity,
             workers: b.workers,
         },

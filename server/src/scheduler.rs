@@ -52,6 +52,8 @@ pub struct SchedulerConfig {
     pub max_batch_items: usize,
     pub max_queue_delay: Duration,
     pub queue_capacity: usize,
+    /// A job that waited longer than this is refused (RESOURCE_EXHAUSTED) instead of run.
+    pub max_queue_wait: Option<Duration>,
     pub workers: usize,
 }
 
@@ -86,6 +88,7 @@ impl Scheduler {
                     max_batch: cfg.max_batch_size.max(1),
                     max_items: cfg.max_batch_items.max(1),
                     max_delay: cfg.max_queue_delay,
+                    max_wait: cfg.max_queue_wait,
                     carry: None,
                 };
                 std::thread::Builder::new()
@@ -160,6 +163,7 @@ struct Worker {
     max_batch: usize,
     max_items: usize,
     max_delay: Duration,
+    max_wait: Option<Duration>,
     /// A job taken from the queue that did not fit the last batch; it heads the next one.
     carry: Option<Job>,
 }
@@ -224,6 +228,15 @@ impl Worker {
                 self.metrics.reject("deadline_in_queue");
                 let _ = job.reply.send(Err(ServeError::DeadlineExpired {
                     stage: "while queued",
+                }));
+            } else if let Some(limit) = self
+                .max_wait
+                .filter(|w| now.duration_since(job.enqueued) > *w)
+            {
+                self.metrics.reject("queue_wait");
+                let _ = job.reply.send(Err(ServeError::QueueWait {
+                    waited_ms: now.duration_since(job.enqueued).as_millis() as u64,
+                    limit_ms: limit.as_millis() as u64,
                 }));
             } else {
                 self.metrics

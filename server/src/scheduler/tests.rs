@@ -59,6 +59,10 @@ struct Fixture {
 }
 
 fn fixture(capacity: usize, delay: Duration) -> Fixture {
+    fixture_waiting(capacity, delay, None)
+}
+
+fn fixture_waiting(capacity: usize, delay: Duration, max_wait: Option<Duration>) -> Fixture {
     let (release, gate) = std::sync::mpsc::channel();
     let (entered_tx, entered) = std::sync::mpsc::channel();
     let ranker = Arc::new(Scripted {
@@ -84,6 +88,7 @@ fn fixture(capacity: usize, delay: Duration) -> Fixture {
             max_batch_items: 1000,
             max_queue_delay: delay,
             queue_capacity: capacity,
+            max_queue_wait: max_wait,
             workers: 1,
         },
         Arc::new(Metrics::new()),
@@ -205,6 +210,28 @@ fn a_full_queue_refuses_instead_of_growing() {
 }
 
 #[test]
+fn a_request_that_waited_past_the_queue_limit_is_refused_for_another_replica() {
+    let f = fixture_waiting(16, Duration::ZERO, Some(Duration::from_millis(20)));
+    let first = f.occupy_worker();
+    let (late, rx_late) = job(5, None);
+    f.sched.submit(late).unwrap();
+    // The worker is held well past the limit while the job waits behind it.
+    std::thread::sleep(Duration::from_millis(60));
+    f.release.send(()).unwrap();
+    wait(first).unwrap();
+    let err = wait(rx_late).unwrap_err();
+    assert!(
+        matches!(err, ServeError::QueueWait { limit_ms: 20, waited_ms } if waited_ms >= 60),
+        "{err}"
+    );
+    assert_eq!(f.batches(), vec![vec![GATE]], "the late job never ran");
+    // A job that did not wait long runs as usual.
+    let (quick, rx_quick) = job(6, None);
+    f.sched.submit(quick).unwrap();
+    assert!(wait(rx_quick).is_ok());
+}
+
+#[test]
 fn the_engine_stays_healthy_through_failing_batches() {
     let f = fixture(16, Duration::ZERO);
     assert!(f.sched.healthy());
@@ -294,6 +321,7 @@ fn without_an_active_model_requests_are_refused_not_dropped() {
             max_batch_items: 1000,
             max_queue_delay: Duration::ZERO,
             queue_capacity: 4,
+            max_queue_wait: None,
             workers: 1,
         },
         Arc::new(Metrics::new()),
