@@ -64,13 +64,7 @@ pub fn run(args: RegistryArgs) -> Result<()> {
     ]
     .join("\n");
     println!("rankload registry: 3 nodes on loopback\n{text}");
-    if let Some(dir) = args.out.parent() {
-        std::fs::create_dir_all(dir).ok();
-    }
-    std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)
-        .with_context(|| format!("writing {}", args.out.display()))?;
-    eprintln!("wrote {}", args.out.display());
-    Ok(())
+    crate::summary::write_json(&args.out, &report)
 }
 
 async fn measure(args: &RegistryArgs) -> Report {

@@ -1,6 +1,20 @@
 //! Percentiles of a small sample of timings (milliseconds), as the reports print them.
 
+use std::path::Path;
+
+use anyhow::{Context, Result};
 use serde::Serialize;
+
+/// Writes a report as pretty JSON, creating its directory, and says where.
+pub fn write_json(path: &Path, report: &impl Serialize) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).ok();
+    }
+    std::fs::write(path, serde_json::to_vec_pretty(report)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
 
 #[derive(Serialize)]
 pub struct Summary {

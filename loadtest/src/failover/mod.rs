@@ -94,13 +94,7 @@ pub fn run(args: FailoverArgs) -> Result<()> {
         o.concurrency, o.plain_rps, o.client_rps, o.ratio, o.plain_errors, o.client_errors
     ));
     println!("{}", text.join("\n"));
-    if let Some(dir) = args.out.parent() {
-        std::fs::create_dir_all(dir).ok();
-    }
-    std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)
-        .with_context(|| format!("writing {}", args.out.display()))?;
-    eprintln!("wrote {}", args.out.display());
-    Ok(())
+    crate::summary::write_json(&args.out, &report)
 }
 
 async fn measure(args: &FailoverArgs) -> Report {

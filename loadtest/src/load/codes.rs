@@ -7,31 +7,7 @@ use tonic::{Code, Status};
 /// The name `record::Call::code` holds for a successful call.
 pub const OK: &str = "OK";
 
-/// The gRPC spec name of `code`.
-///
-/// Written out rather than derived from `Debug` (`DeadlineExceeded`), so a change in
-/// tonic's formatting can never rename the codes in a stored record.
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => OK,
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
+pub use rankd_proto::code_name;
 
 /// The recorded name of a failed call's status.
 ///
