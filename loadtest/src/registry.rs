@@ -70,9 +70,7 @@ pub fn run(args: RegistryArgs) -> Result<()> {
 async fn measure(args: &RegistryArgs) -> Report {
     eprintln!("--- starting 3 nodes, uploading and promoting two versions");
     let mut c = Cluster::start(3).await;
-    c.upload(1, "1").await;
-    let fence = c.must_promote(1, "1").await;
-    c.wait_all_serving(&fence).await;
+    c.serve_v1().await;
     c.upload(2, "2").await;
     c.wait_ready_everywhere(1, "2").await;
 

@@ -61,9 +61,7 @@ async fn wait_succeeded(load: &SteadyLoad, count: usize) {
 
 async fn serving_cluster() -> Cluster {
     let c = Cluster::start(3).await;
-    c.upload(1, "1").await;
-    let fence = c.must_promote(1, "1").await;
-    c.wait_all_serving(&fence).await;
+    c.serve_v1().await;
     c
 }
 

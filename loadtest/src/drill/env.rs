@@ -57,9 +57,7 @@ impl DrillEnv {
             )
             .start()
             .await;
-        c.upload(1, "1").await;
-        let fence = c.must_promote(1, "1").await;
-        c.wait_all_serving(&fence).await;
+        let fence = c.serve_v1().await;
         let client = c.failover_client(ClientConfig::default(), 3).await;
         let reference = c.rank(1).await.map(|r| r.items).unwrap_or_default();
         DrillEnv {

@@ -100,9 +100,7 @@ pub fn run(args: FailoverArgs) -> Result<()> {
 async fn measure(args: &FailoverArgs) -> Report {
     eprintln!("--- starting 3 nodes, uploading and promoting the demo model");
     let mut c = Cluster::start(3).await;
-    c.upload(1, "1").await;
-    let fence = c.must_promote(1, "1").await;
-    c.wait_all_serving(&fence).await;
+    c.serve_v1().await;
 
     let mut detection_ms = Vec::new();
     let only = !args.only.is_empty();

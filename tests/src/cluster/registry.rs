@@ -16,6 +16,15 @@ impl Cluster {
     // --- the registry
 
     /// Uploads the test bundle relabelled as `version` through node `id`.
+    /// Uploads the demo model as version 1 through node 1, promotes it, and waits until
+    /// every node serves it: the usual starting point of a failover test or bench.
+    pub async fn serve_v1(&self) -> Fence {
+        self.upload(1, "1").await;
+        let fence = self.must_promote(1, "1").await;
+        self.wait_all_serving(&fence).await;
+        fence
+    }
+
     pub async fn upload(&self, id: u64, version: &str) -> ModelRecord {
         let dir = self.root.path().join("bundles").join(version);
         if !dir.join("manifest.json").exists() {
