@@ -7,6 +7,7 @@
 #[allow(clippy::all, clippy::pedantic)]
 pub mod v1 {
     tonic::include_proto!("rankd.v1");
+    include!(concat!(env!("OUT_DIR"), "/rankd.v1.serde.rs"));
 }
 
 /// `rankd.admin.v1`: the operator API (model store).
@@ -14,6 +15,7 @@ pub mod v1 {
 pub mod admin {
     pub mod v1 {
         tonic::include_proto!("rankd.admin.v1");
+        include!(concat!(env!("OUT_DIR"), "/rankd.admin.v1.serde.rs"));
     }
 }
 
@@ -23,6 +25,7 @@ pub mod admin {
 pub mod peer {
     pub mod v1 {
         tonic::include_proto!("rankd.peer.v1");
+        include!(concat!(env!("OUT_DIR"), "/rankd.peer.v1.serde.rs"));
     }
 }
 

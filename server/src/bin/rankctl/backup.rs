@@ -7,6 +7,7 @@ use rankd_proto::admin::v1::{
 };
 use rankd_server::backup::BackupTarget;
 
+use crate::format::{json_output, print_json};
 use crate::BackupCommand;
 
 pub async fn run(cmd: BackupCommand) -> Result<()> {
@@ -18,6 +19,9 @@ pub async fn run(cmd: BackupCommand) -> Result<()> {
                 .await
                 .map_err(status("backup"))?
                 .into_inner();
+            if json_output() {
+                return print_json(&b);
+            }
             println!(
                 "created {} backup {}: {} artifacts, {} copied",
                 b.kind, b.id, b.artifacts, b.copied
@@ -31,6 +35,9 @@ pub async fn run(cmd: BackupCommand) -> Result<()> {
                 .map_err(status("listing backups"))?
                 .into_inner()
                 .backups;
+            if json_output() {
+                return print_json(&list);
+            }
             println!(
                 "{:<32} {:<12} {:>9} {:>7}  versions",
                 "id", "kind", "artifacts", "copied"
@@ -46,6 +53,9 @@ pub async fn run(cmd: BackupCommand) -> Result<()> {
                 .await
                 .map_err(status("verification"))?
                 .into_inner();
+            if json_output() {
+                return print_json(&b);
+            }
             println!(
                 "backup {} verified: manifest and {} artifacts match their SHA-256",
                 b.id, b.artifacts
@@ -61,6 +71,13 @@ pub async fn run(cmd: BackupCommand) -> Result<()> {
                 .restore(&id, &data_dir)
                 .await
                 .with_context(|| format!("restoring {id} into {}", data_dir.display()))?;
+            if json_output() {
+                return print_json(&serde_json::json!({
+                    "id": m.id,
+                    "data_dir": data_dir,
+                    "artifacts": m.artifacts.len(),
+                }));
+            }
             println!(
                 "restored backup {} into {} ({} artifacts, verified); start rankd with data_dir there and the same keyring",
                 m.id,

@@ -67,8 +67,7 @@ pub async fn run(cmd: ClusterCommand) -> Result<()> {
                 "cluster init",
                 connect(&addr).await?.init_cluster(req).await,
             )?;
-            println!("cluster initialised");
-            print!("{}", render_status(&status));
+            show("cluster initialised", &status)?;
         }
         ClusterCommand::AddNode {
             id,
@@ -84,23 +83,32 @@ pub async fn run(cmd: ClusterCommand) -> Result<()> {
             };
             let status = rpc("add-node", connect(&addr).await?.add_node(req).await)?;
             let kind = if voter { "voter" } else { "learner" };
-            println!("node {id} added as a {kind}");
-            print!("{}", render_status(&status));
+            show(&format!("node {id} added as a {kind}"), &status)?;
         }
         ClusterCommand::RemoveNode { id, addr } => {
             let req = RemoveNodeRequest { id };
             let status = rpc("remove-node", connect(&addr).await?.remove_node(req).await)?;
-            println!("node {id} removed");
-            print!("{}", render_status(&status));
+            show(&format!("node {id} removed"), &status)?;
         }
         ClusterCommand::Status { json, addr } => {
             let status = cluster_status(&mut connect(&addr).await?).await?;
-            if json {
+            if json || crate::format::json_output() {
                 println!("{}", serde_json::to_string_pretty(&status_json(&status))?);
             } else {
                 print!("{}", render_status(&status));
             }
         }
+    }
+    Ok(())
+}
+
+/// What happened, then the cluster status: a table, or the status as JSON with `-o json`.
+fn show(what: &str, status: &ClusterStatus) -> Result<()> {
+    crate::format::note(what);
+    if crate::format::json_output() {
+        println!("{}", serde_json::to_string_pretty(&status_json(status))?);
+    } else {
+        print!("{}", render_status(status));
     }
     Ok(())
 }

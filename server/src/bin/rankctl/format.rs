@@ -1,9 +1,47 @@
 //! Pure output formatting for the cluster commands: tables, JSON, fences, times.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use rankd_proto::admin::v1::{ClusterStatus, Fence, HistoryEntry, NodeStatus, PromoteResponse};
 use serde_json::{json, Value};
+
+/// How results are printed (`-o`): tables for people, or JSON for scripts. JSON is the
+/// protobuf JSON mapping of the response message (camelCase fields, 64-bit integers as
+/// strings), the same any protobuf JSON parser reads; progress lines go to stderr then.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    #[default]
+    Table,
+    Json,
+}
+
+static OUTPUT: OnceLock<Output> = OnceLock::new();
+
+/// Set once, from the command line, before any command runs.
+pub fn set_output(o: Output) {
+    let _ = OUTPUT.set(o);
+}
+
+pub fn json_output() -> bool {
+    OUTPUT.get().copied().unwrap_or_default() == Output::Json
+}
+
+/// Prints `value` as pretty JSON.
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// A progress or status line: stdout for tables, stderr with `-o json` (stdout carries only
+/// the JSON result).
+pub fn note(line: &str) {
+    if json_output() {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+}
 
 pub fn fence_text(f: &Fence) -> String {
     format!(

@@ -21,6 +21,15 @@ use tonic_health::pb::HealthCheckRequest;
 #[derive(Parser)]
 #[command(name = "rankctl", version, about = "Operate rankd nodes")]
 struct Cli {
+    /// Output format: `table` for people, `json` (protobuf JSON of the response) for scripts.
+    #[arg(
+        short = 'o',
+        long = "output",
+        global = true,
+        value_enum,
+        default_value = "table"
+    )]
+    output: format::Output,
     #[command(subcommand)]
     command: Command,
 }
@@ -169,6 +178,7 @@ enum QueryFile {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let cli = Cli::parse();
+    format::set_output(cli.output);
     let res = match cli.command {
         Command::Rank(args) => rank(args).await,
         Command::Health { addr } => health(addr).await,
@@ -232,6 +242,9 @@ async fn rank(args: RankArgs) -> Result<()> {
         .map_err(|s| anyhow::anyhow!("rank failed: {:?}: {}", s.code(), s.message()))?;
     let elapsed = start.elapsed();
     let resp = resp.into_inner();
+    if format::json_output() {
+        return format::print_json(&resp);
+    }
     println!("{:>4}  {:>10}  {:>12}", "rank", "item_id", "score");
     for (i, item) in resp.items.iter().enumerate() {
         println!("{:>4}  {:>10}  {:>12.6}", i + 1, item.id, item.score);
@@ -254,6 +267,7 @@ async fn health(addr: String) -> Result<()> {
         .await
         .with_context(|| format!("connecting to {addr}"))?;
     let mut client = HealthClient::new(channel);
+    let mut report = serde_json::Map::new();
     for service in ["", "rankd.v1.Ranker"] {
         let status = client
             .check(HealthCheckRequest {
@@ -271,7 +285,13 @@ async fn health(addr: String) -> Result<()> {
             tonic_health::pb::health_check_response::ServingStatus::try_from(status.status)
                 .map(|s| s.as_str_name().to_string())
                 .unwrap_or_else(|_| format!("unknown ({})", status.status));
-        println!("{name:<20} {status}");
+        if !format::json_output() {
+            println!("{name:<20} {status}");
+        }
+        report.insert(service.to_string(), serde_json::Value::String(status));
+    }
+    if format::json_output() {
+        format::print_json(&report)?;
     }
     Ok(())
 }

@@ -97,6 +97,9 @@ pub async fn upload(addr: &str, dir: &Path, uploaded_by: &str) -> Result<()> {
         .model
         .context("the node returned no record")?;
     let secs = start.elapsed().as_secs_f64();
+    if crate::format::json_output() {
+        return crate::format::print_json(&record);
+    }
     println!(
         "uploaded {} version {}: {} bytes in {:.2} s ({:.1} MB/s), validated and stored",
         record.name,
@@ -121,6 +124,9 @@ pub async fn list(addr: &str) -> Result<()> {
         .map_err(status("listing models"))?
         .into_inner()
         .models;
+    if crate::format::json_output() {
+        return crate::format::print_json(&models);
+    }
     println!(
         "{:<20} {:<10} {:<8} {:<12} {:>12}  {:<10} {:<16}",
         "name", "version", "", "state", "bytes", "key", "sha256"
@@ -158,6 +164,9 @@ pub async fn activate(addr: &str, name: &str, version: &str) -> Result<()> {
         .await
         .map_err(status("activation"))?
         .into_inner();
+    if crate::format::json_output() {
+        return crate::format::print_json(&resp);
+    }
     println!(
         "{name} version {version} is active (loaded and validated in {:.2} s)",
         resp.load_seconds
@@ -198,6 +207,9 @@ pub async fn rotate(addr: &str) -> Result<()> {
         .await
         .map_err(status("key rotation"))?
         .into_inner();
+    if crate::format::json_output() {
+        return crate::format::print_json(&resp);
+    }
     println!(
         "re-encrypted {} of {} artifacts; all are now under key {:?}",
         resp.rotated, resp.total, resp.primary_key_id

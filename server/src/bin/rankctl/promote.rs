@@ -62,7 +62,7 @@ pub async fn promote(args: PromoteArgs) -> Result<()> {
         ready_timeout_ms: args.timeout_ms,
         requested_by: args.requested_by,
     };
-    println!("promoting {name} {} ...", args.version);
+    crate::format::note(&format!("promoting {name} {} ...", args.version));
     let mut trail = Trail::new(&name, &args.version);
     let start = Instant::now();
     let res = {
@@ -87,7 +87,11 @@ pub async fn promote(args: PromoteArgs) -> Result<()> {
     }
     match res {
         Ok(resp) => {
-            print!("{}", outcome("promoted", &resp.into_inner(), elapsed));
+            let resp = resp.into_inner();
+            if crate::format::json_output() {
+                return crate::format::print_json(&resp);
+            }
+            print!("{}", outcome("promoted", &resp, elapsed));
             Ok(())
         }
         Err(status) => bail!("{}", describe_error("promote", &status)),
@@ -101,6 +105,9 @@ pub async fn rollback(addr: &str, expect: Option<String>, requested_by: String) 
     };
     let start = Instant::now();
     let resp = rpc("rollback", connect(addr).await?.rollback(req).await)?;
+    if crate::format::json_output() {
+        return crate::format::print_json(&resp);
+    }
     print!("{}", outcome("rolled back to", &resp, start.elapsed()));
     Ok(())
 }
@@ -111,6 +118,9 @@ pub async fn history(addr: &str) -> Result<()> {
         connect(addr).await?.history(HistoryRequest {}).await,
     )?
     .entries;
+    if crate::format::json_output() {
+        return crate::format::print_json(&entries);
+    }
     print!("{}", history_table(&entries));
     Ok(())
 }
@@ -148,7 +158,7 @@ impl Trail {
             Ok(Ok(status)) => {
                 self.last_error = None;
                 for line in self.changes(&status) {
-                    println!("{line}");
+                    crate::format::note(&line);
                 }
             }
             // A failing poll does not fail the promotion; say so once per distinct error.
