@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "rankd/v1/ranker.proto",
     "rankd/admin/v1/admin.proto",
     "rankd/peer/v1/peer.proto",
+    "inference/grpc_predict_v2.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

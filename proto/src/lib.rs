@@ -29,6 +29,13 @@ pub mod peer {
     }
 }
 
+/// `inference`: the Open Inference Protocol (KServe v2 / Triton gRPC), so Triton and KServe
+/// clients can call rankd unchanged. Names and field numbers follow the published protocol.
+#[allow(clippy::all, clippy::pedantic)]
+pub mod inference {
+    tonic::include_proto!("inference");
+}
+
 /// The failover client a search frontend links: heartbeat-driven ejection, p2c balancing on
 /// peak-EWMA latency, retries on another node within the deadline, hedging.
 #[cfg(feature = "client")]

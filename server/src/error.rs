@@ -61,6 +61,55 @@ impl From<ServeError> for Status {
     }
 }
 
+/// Why an Open Inference Protocol call (`inference.GRPCInferenceService`) failed. Row
+/// errors are Rank's own errors for that row of the batch, with its code, prefixed by the
+/// row; everything else about the tensors is INVALID_ARGUMENT naming the tensor.
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    #[error(transparent)]
+    Decode(#[from] crate::oip::DecodeError),
+    #[error("input 'query': {rows} rows exceed this server's limit of {max} rows per call (batching.queue_capacity)")]
+    TooManyRows { rows: usize, max: usize },
+    #[error("model '{name}' is not served here; this cluster serves '{active}'")]
+    ModelNotFound { name: String, active: String },
+    #[error("model '{name}' version '{version}' is not served here; only the active version '{active}' is")]
+    VersionNotFound {
+        name: String,
+        version: String,
+        active: String,
+    },
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error("row {row}: {}", .status.message())]
+    Row { row: usize, status: Status },
+    #[error("rows were answered by different model activations ({first} and {other}): the active version changed during the call; retry")]
+    MixedVersions { first: String, other: String },
+    #[error("row {row} returned {got} items where row 0 returned {want}")]
+    Ragged { row: usize, got: usize, want: usize },
+}
+
+impl From<InferError> for Status {
+    fn from(e: InferError) -> Status {
+        let code = match &e {
+            InferError::Decode(_) => Code::InvalidArgument,
+            InferError::TooManyRows { .. } => Code::OutOfRange,
+            InferError::ModelNotFound { .. } | InferError::VersionNotFound { .. } => Code::NotFound,
+            InferError::Serve(s) => s.code(),
+            // Keeps the row's metadata (a forwarded answer's, say) along with its code.
+            InferError::Row { status, .. } => {
+                return Status::with_metadata(
+                    status.code(),
+                    e.to_string(),
+                    status.metadata().clone(),
+                )
+            }
+            InferError::MixedVersions { .. } => Code::Unavailable,
+            InferError::Ragged { .. } => Code::Internal,
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
 /// Why an admin call about model versions failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {

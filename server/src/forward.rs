@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use rankd_proto::v1::ranker_client::RankerClient;
 use rankd_proto::v1::{RankRequest, RankResponse};
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::Status;
 
 use crate::cluster::Cluster;
@@ -56,13 +56,15 @@ impl Forwarder {
         Forwarder { cluster, name }
     }
 
-    /// Sends `req` to a healthy peer. `None` when no peer can take it: the caller then
+    /// Sends `req` to a healthy peer, with the caller's `traceparent` (if any) so the peer's
+    /// log lines join the same trace. `None` when no peer can take it: the caller then
     /// handles it locally.
     pub async fn forward(
         &self,
         req: RankRequest,
         deadline: Option<Instant>,
         why: Why,
+        traceparent: Option<&MetadataValue<Ascii>>,
     ) -> Option<Result<RankResponse, Status>> {
         let count = |result: &'static str| {
             self.cluster
@@ -80,7 +82,9 @@ impl Forwarder {
             count("no_peer");
             return None;
         };
-        let result = self.call(&target.api_addr, req, deadline).await;
+        let result = self
+            .call(&target.api_addr, req, deadline, traceparent)
+            .await;
         match &result {
             Ok(_) => count("ok"),
             Err(status) => {
@@ -99,6 +103,7 @@ impl Forwarder {
         api_addr: &str,
         req: RankRequest,
         deadline: Option<Instant>,
+        traceparent: Option<&MetadataValue<Ascii>>,
     ) -> Result<RankResponse, Status> {
         let channel = self
             .cluster
@@ -119,6 +124,9 @@ impl Forwarder {
         let marker = MetadataValue::try_from(self.name.as_str())
             .map_err(|_| Status::internal("node name is not valid metadata"))?;
         request.metadata_mut().insert(FORWARDED_HEADER, marker);
+        if let Some(t) = traceparent {
+            request.metadata_mut().insert("traceparent", t.clone());
+        }
         RankerClient::new(channel)
             .rank(request)
             .await

@@ -4,7 +4,9 @@
 //! shed, concurrency limit) → [`service::RankService`] (validation) →
 //! [`scheduler::Scheduler`] (bounded queue, dynamic batching on dedicated threads) →
 //! `rankd_kernels::Ranker` → response. A call this node cannot serve itself goes once to a
-//! healthy peer instead ([`forward`], chosen from the heartbeat peer table).
+//! healthy peer instead ([`forward`], chosen from the heartbeat peer table). The Open
+//! Inference Protocol ([`oip`], KServe v2 / Triton gRPC) sends each row of a ModelInfer batch
+//! down the same path.
 
 pub mod admin;
 pub mod admin_cluster;
@@ -19,6 +21,7 @@ pub mod metrics;
 pub mod model;
 pub mod node;
 pub mod node_state;
+pub mod oip;
 pub mod scheduler;
 pub mod service;
 pub mod stack;

@@ -34,6 +34,7 @@ use crate::heartbeat_stream::HeartbeatService;
 use crate::metrics::{self, Metrics, Outcome};
 use crate::model::{LoadError, ModelSlot};
 use crate::node_state::NodeState;
+use crate::oip::{self, OipService};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::service::RankService;
 use crate::stack::{serving_stack, StackConfig};
@@ -235,11 +236,24 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         forwarder,
         b.max_candidates,
     );
-    let rank = RankerServer::new(rank)
+    // The Open Inference Protocol serves every row through this same RankService, and both
+    // APIs share one serving stack (one concurrency limit): see `oip`.
+    let rank = Arc::new(rank);
+    let infer = oip::server(
+        OipService::new(
+            rank.clone(),
+            scheduler.clone(),
+            cluster.clone(),
+            slot.clone(),
+            state.clone(),
+        ),
+        cfg.server.max_message_bytes,
+    );
+    let rank = RankerServer::from_arc(rank)
         .max_decoding_message_size(cfg.server.max_message_bytes)
         .max_encoding_message_size(cfg.server.max_message_bytes);
     let rank = serving_stack::<_, RankerServer<RankService>>(
-        rank,
+        oip::ClientApi::new(rank, infer),
         &StackConfig {
             default_timeout: cfg.request_timeout(),
             max_concurrent: cfg.server.max_concurrent_requests,
@@ -306,6 +320,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(admin)
+        .add_service(oip::InferenceRoute(rank.clone()))
         .add_service(rank)
         // Our own listener (bound early, for port 0), so tonic's `tcp_nodelay` does not
         // apply: without TCP_NODELAY a response's frames meet the client's delayed ACK

@@ -114,10 +114,19 @@ impl Ranker for RankService {
             .forwarder
             .as_ref()
             .filter(|_| request.metadata().get(FORWARDED_HEADER).is_none());
+        let trace = trace_id(request.metadata());
+        let traceparent = request.metadata().get("traceparent").cloned();
         let mut req = request.into_inner();
         let request_id = self.request_id(&req.request_id);
         req.request_id.clone_from(&request_id);
-        let span = tracing::info_span!("rank", request_id = %request_id);
+        let span = tracing::info_span!(
+            "rank",
+            request_id = %request_id,
+            trace_id = tracing::field::Empty
+        );
+        if let Some(t) = &trace {
+            span.record("trace_id", t.as_str());
+        }
         async move {
             let mut arrival = Some(arrival);
             if let Some(fwd) = forwarder.filter(|_| !self.state.serves_locally()) {
@@ -128,7 +137,9 @@ impl Ranker for RankService {
                 };
                 // Not arriving at this node's queue: workers must not wait for it.
                 arrival = None;
-                if let Some(answer) = fwd.forward(req.clone(), deadline, why).await {
+                if let Some(answer) = fwd
+                    .forward(req.clone(), deadline, why, traceparent.as_ref())
+                    .await {
                     return answer.map(Response::new);
                 }
             }
@@ -146,7 +157,9 @@ impl Ranker for RankService {
                             candidate_ids: job.candidates,
                             top_k: u32::try_from(job.top_k).unwrap_or(u32::MAX),
                         };
-                        if let Some(answer) = fwd.forward(req, deadline, Why::QueueFull).await {
+                        if let Some(answer) = fwd
+                            .forward(req, deadline, Why::QueueFull, traceparent.as_ref())
+                            .await {
                             return answer.map(Response::new);
                         }
                     }
@@ -185,6 +198,18 @@ impl RankService {
             .map_err(|_| (ServeError::EngineStopped, None))?
             .map_err(|e| (e, None))
     }
+}
+
+/// The trace id of a W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`), so a call's
+/// log lines join the caller's trace. Anything malformed is ignored, never an error: tracing
+/// must not be able to fail a request.
+fn trace_id(meta: &tonic::metadata::MetadataMap) -> Option<String> {
+    let value = meta.get("traceparent")?.to_str().ok()?;
+    let mut parts = value.trim().split('-');
+    let (version, trace) = (parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let all_zero = trace.bytes().all(|b| b == b'0');
+    (hex(version, 2) && hex(trace, 32) && !all_zero).then(|| trace.to_ascii_lowercase())
 }
 
 /// Duplicate ids are refused rather than silently merged: a frontend that sends one has a
@@ -227,6 +252,31 @@ impl Hasher for IdHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trace_ids_come_from_valid_traceparent_headers_only() {
+        let mut meta = tonic::metadata::MetadataMap::new();
+        assert_eq!(trace_id(&meta), None);
+        meta.insert(
+            "traceparent",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            trace_id(&meta).as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        for bad in [
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "zz-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "garbage",
+        ] {
+            meta.insert("traceparent", bad.parse().unwrap());
+            assert_eq!(trace_id(&meta), None, "{bad}");
+        }
+    }
 
     #[test]
     fn duplicates_are_named_by_both_positions() {

@@ -190,7 +190,15 @@ where
 /// Methods get their own label value; anything else is `unknown`, so clients cannot mint
 /// new series by calling made-up paths.
 fn method_label(path: &str) -> &'static str {
-    const KNOWN: &[&str] = &["/rankd.v1.Ranker/Rank"];
+    const KNOWN: &[&str] = &[
+        "/rankd.v1.Ranker/Rank",
+        "/inference.GRPCInferenceService/ModelInfer",
+        "/inference.GRPCInferenceService/ServerLive",
+        "/inference.GRPCInferenceService/ServerReady",
+        "/inference.GRPCInferenceService/ModelReady",
+        "/inference.GRPCInferenceService/ServerMetadata",
+        "/inference.GRPCInferenceService/ModelMetadata",
+    ];
     KNOWN
         .iter()
         .find(|k| **k == path)

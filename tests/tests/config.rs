@@ -223,4 +223,34 @@ async fn json_log_format_writes_one_json_object_per_line() {
         lines.iter().any(|l| l.contains("\"serving\"")),
         "the serving event is logged:\n{log}"
     );
+
+    tracing::info!("--- a refused call logs its request id and the caller's trace id");
+    let mut bad = rankd_tests::rank_request(&example.query[1..], &example.candidates, 5);
+    bad.request_id = "req-traced".into();
+    let mut call = tonic::Request::new(bad);
+    call.metadata_mut().insert(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            .parse()
+            .unwrap(),
+    );
+    let err = node
+        .rank_client()
+        .await
+        .rank(call)
+        .await
+        .expect_err("a short query");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    rankd_tests::wait_until(
+        "the refusal logged with both ids",
+        std::time::Duration::from_secs(10),
+        || async {
+            node.log().lines().any(|l| {
+                l.contains("rank refused")
+                    && l.contains("req-traced")
+                    && l.contains("4bf92f3577b34da6a3ce929d0e0e4736")
+            })
+        },
+    )
+    .await;
 }
