@@ -15,7 +15,8 @@ CONFIG ?= deploy/rankd.toml
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test build build-debug model venv bench bench-gpu fmt lint clean cluster cluster-down drill
+.PHONY: run test build build-debug model venv bench bench-gpu fmt lint clean cluster cluster-down drill \
+	test-rules validate-deploy
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: deploy/requirements.txt
@@ -63,7 +64,7 @@ fmt: venv
 lint: venv
 	cargo clippy --workspace --all-targets -- -D warnings
 
-test: model fmt lint build-debug
+test: model fmt lint build-debug test-rules validate-deploy
 	cargo test --workspace
 
 bench: model build
@@ -75,6 +76,35 @@ bench: model build
 DRILL_MACHINE ?= $(shell nproc) cores, $(shell free -g | awk '/Mem:/ {print $$2}') GiB
 drill: model build
 	target/release/rankload drill --all --out-dir docs --stem drills --machine "$(DRILL_MACHINE)"
+
+# Deployment assets (deploy/, docs/deploy.md): checked without a container engine or a
+# cluster. Tools go into .tools/ (gitignored), fetched on first use: promtool from Debian's
+# prometheus package (apt-get download + dpkg-deb -x, no root install) and the Python
+# validators in .tools/venv. pykustomize bundles kustomize itself (Go) as a shared
+# library; its metadata asks for Python 3.14, which the library does not need.
+TOOLS       := .tools
+TOOLS_PY    := $(TOOLS)/venv/bin/python
+PROMTOOL    := $(TOOLS)/prometheus/usr/bin/promtool
+PYKUSTOMIZE := pykustomize==0.1.4
+
+$(PROMTOOL):
+	deploy/tools/fetch-deb.sh prometheus $(TOOLS)/prometheus
+
+$(TOOLS)/venv/.installed: deploy/tools/requirements.txt
+	test -x $(TOOLS_PY) || python3 -m venv $(TOOLS)/venv
+	$(TOOLS_PY) -m pip install --quiet --disable-pip-version-check -r deploy/tools/requirements.txt
+	$(TOOLS_PY) -m pip install --quiet --disable-pip-version-check --no-deps --ignore-requires-python $(PYKUSTOMIZE)
+	touch $@
+
+# Prometheus alert rules: promtool check rules + the unit tests in rules_test.yaml, and
+# proof that both reject bad input.
+test-rules: $(PROMTOOL)
+	deploy/tools/test-rules.sh $(CURDIR)/$(PROMTOOL)
+
+# Kubernetes manifests (kustomize-rendered, schema-validated), compose, Prometheus config,
+# Grafana dashboard, Dockerfile; each check also proven to reject a bad input.
+validate-deploy: $(TOOLS)/venv/.installed $(PROMTOOL)
+	$(TOOLS_PY) deploy/tools/validate_deploy.py --promtool $(PROMTOOL)
 
 clean:
 	cargo clean

@@ -118,6 +118,10 @@ impl Admin for AdminService {
                 Status::from(e)
             })?;
         tracing::info!(id = %m.id, artifacts = m.artifacts.len(), copied = m.copied.len(), "backup created");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.metrics.backup_last_success.set(now);
         Ok(Response::new(backup_proto(&m)))
     }
 
