@@ -12,6 +12,11 @@ use crate::service::RankService;
 
 pub const RANKER_SERVICE: &str = <RankerServer<RankService> as tonic::server::NamedService>::NAME;
 
+/// A health "service" that is SERVING from the moment the node answers gRPC until it exits,
+/// whatever readiness says: the target of a liveness probe. A node that is loading a model,
+/// waiting for `cluster init` or lagging is alive and must not be restarted for it.
+pub const LIVENESS_SERVICE: &str = "rankd.liveness";
+
 #[derive(Clone)]
 pub struct Readiness {
     reporter: HealthReporter,
@@ -47,8 +52,16 @@ impl Readiness {
         self.metrics.ready.set(i64::from(serving));
     }
 
+    /// Reports the node alive ([`LIVENESS_SERVICE`]); called once, when the port opens.
+    pub async fn alive(&self) {
+        self.reporter
+            .set_service_status(LIVENESS_SERVICE, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+
     /// Ends every Watch stream (before shutdown, so watchers do not hold it up).
     pub async fn clear(&mut self) {
+        self.reporter.clear_service_status(LIVENESS_SERVICE).await;
         self.reporter.clear_service_status("").await;
         self.reporter.clear_service_status(RANKER_SERVICE).await;
     }

@@ -166,6 +166,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let (health, health_service) = tonic_health::server::health_reporter();
     let readiness = Readiness::new(health, metrics.clone());
     readiness.set(false).await;
+    readiness.alive().await;
     let (stop_background, background_stopped) = tokio::sync::watch::channel(false);
     let peer_server = Server::builder()
         .tcp_nodelay(true)

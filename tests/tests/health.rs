@@ -8,6 +8,22 @@ use tonic_health::pb::HealthCheckRequest;
 
 const RANKER: &str = "rankd.v1.Ranker";
 
+/// A node that is up but not ready (here: waiting for `cluster init`) is alive: the
+/// liveness service says SERVING while readiness says NOT_SERVING, so a liveness probe never
+/// restarts it for loading or waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_is_not_ready_is_still_alive() {
+    init();
+    let node = Node::builder()
+        .unset("model.bundle")
+        .set_str("cluster.bootstrap", "join")
+        .start()
+        .await;
+    assert_eq!(node.health(RANKER).await, ServingStatus::NotServing);
+    assert_eq!(node.health("").await, ServingStatus::NotServing);
+    assert_eq!(node.health("rankd.liveness").await, ServingStatus::Serving);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serving_node_reports_serving() {
     init();
@@ -16,6 +32,8 @@ async fn serving_node_reports_serving() {
     tracing::info!("--- Check: overall and per-service status");
     assert_eq!(node.health("").await, ServingStatus::Serving);
     assert_eq!(node.health(RANKER).await, ServingStatus::Serving);
+
+    assert_eq!(node.health("rankd.liveness").await, ServingStatus::Serving);
 
     tracing::info!("--- Check: an unknown service is NOT_FOUND");
     let err = node
