@@ -2,7 +2,6 @@
 //! the active version; its queue is full) forwards it once to a healthy peer, and the answer
 //! says who served it. A call that was already forwarded is never forwarded again.
 
-use rankd_proto::admin::v1::{PromoteRequest, QuorumPolicy};
 use rankd_proto::v1::ranker_client::RankerClient;
 use rankd_tests::{
     init, rank_request, same_fence, wait_for, wait_until, Cluster, ServingStatus, LOAD_TIMEOUT,
@@ -18,16 +17,7 @@ async fn a_node_that_is_not_ready_forwards_rank_once_to_a_healthy_peer() {
     let c = Cluster::builder(3).own_keyring(3).start().await;
     c.upload(1, "1").await;
     c.wait_ready_on(1, &[1, 2], "1").await;
-    let resp = c
-        .promote(
-            1,
-            PromoteRequest {
-                policy: QuorumPolicy::Majority as i32,
-                ..c.promote_request("1")
-            },
-        )
-        .await
-        .unwrap_or_else(|s| panic!("MAJORITY promotion: {s:?}"));
+    let resp = c.must_promote_majority(1, "1").await;
     let fence = resp.fence.expect("a fence");
     c.wait_serving_fence(1, &fence).await;
     c.wait_serving_fence(2, &fence).await;

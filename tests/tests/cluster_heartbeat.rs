@@ -11,13 +11,6 @@ use rankd_tests::{init, node_status, wait_until, Cluster};
 /// debug builds on a busy two-core machine.
 const SEEN: Duration = Duration::from_secs(20);
 
-async fn peer_up(c: &Cluster, on: u64, peer: u64) -> Option<bool> {
-    c.node(on)
-        .metric_value(&format!("rankd_peer_up{{peer=\"{peer}\"}}"))
-        .await
-        .map(|v| v == 1.0)
-}
-
 /// Waits until every node in `on` counts `peer` as `up`.
 async fn wait_seen(c: &Cluster, on: &[u64], peer: u64, up: bool) {
     for &id in on {
@@ -26,7 +19,7 @@ async fn wait_seen(c: &Cluster, on: &[u64], peer: u64, up: bool) {
             if up { "up" } else { "down" }
         );
         wait_until(&what, SEEN, || async {
-            peer_up(c, id, peer).await == Some(up)
+            c.peer_up(id, peer).await == Some(up)
         })
         .await;
     }

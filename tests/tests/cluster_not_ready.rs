@@ -2,7 +2,6 @@
 //! refused naming the node and its reason, and nobody switches; a MAJORITY promotion goes
 //! through and reports the node as not ready.
 
-use rankd_proto::admin::v1::{PromoteRequest, QuorumPolicy};
 use rankd_tests::{init, node_status, wait_for, Cluster, ServingStatus, LOAD_TIMEOUT};
 use tonic::Code;
 
@@ -59,16 +58,7 @@ async fn a_node_that_cannot_decrypt_blocks_promotion_unless_the_policy_is_majori
     assert!(c.history(1).await.is_empty());
 
     tracing::info!("--- with policy MAJORITY it goes through, reporting node 3 not ready");
-    let resp = c
-        .promote(
-            1,
-            PromoteRequest {
-                policy: QuorumPolicy::Majority as i32,
-                ..c.promote_request("1")
-            },
-        )
-        .await
-        .unwrap_or_else(|s| panic!("MAJORITY promotion: {s:?}"));
+    let resp = c.must_promote_majority(1, "1").await;
     let fence = resp.fence.expect("a fence");
     assert_eq!(fence.model_version, "1");
     let ids: Vec<u64> = resp.not_ready.iter().map(|n| n.id).collect();

@@ -56,19 +56,12 @@ pub async fn repair(c: &mut Cluster, fault: Fault, victim: u64) {
     }
 }
 
-async fn peer_up(c: &Cluster, on: u64, peer: u64) -> Option<bool> {
-    c.node(on)
-        .metric_value(&format!("rankd_peer_up{{peer=\"{peer}\"}}"))
-        .await
-        .map(|v| v == 1.0)
-}
-
 /// Waits until every node in `on` counts `peer` as `up`; returns the time each took from
 /// `since`, in milliseconds.
 pub async fn wait_seen(c: &Cluster, on: &[u64], peer: u64, up: bool, since: Instant) -> Vec<f64> {
     let waits = on.iter().map(|&id| async move {
         loop {
-            if peer_up(c, id, peer).await == Some(up) {
+            if c.peer_up(id, peer).await == Some(up) {
                 return since.elapsed().as_secs_f64() * 1000.0;
             }
             assert!(

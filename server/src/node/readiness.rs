@@ -24,7 +24,7 @@ fn publish_raft_metrics(cluster: &Cluster, lagging: bool) {
 }
 
 /// Recomputes whether this node can serve locally, and why not, into `state`.
-pub(super) fn refresh(cluster: &Cluster, state: &NodeState) -> bool {
+pub(super) fn refresh(cluster: &Cluster, state: &NodeState) {
     let lagging = cluster.is_lagging();
     let applied = cluster.applied();
     let active = applied.registry.active.as_ref();
@@ -39,7 +39,6 @@ pub(super) fn refresh(cluster: &Cluster, state: &NodeState) -> bool {
     };
     state.update(serves && !lagging && engine, lagging, &reason);
     publish_raft_metrics(cluster, lagging);
-    lagging
 }
 
 /// Keeps the health status true to the registry: SERVING only while this node serves the

@@ -177,13 +177,12 @@ fn respond(
         return Err(InferError::Decode(tensors::DecodeError::EmptyBatch));
     };
     let want = head.items.len();
+    let first = fence(head);
     let mut table = Vec::with_capacity(rows.len());
     for (row, r) in rows.iter().enumerate() {
-        if fence(r) != fence(head) {
-            return Err(InferError::MixedVersions {
-                first: fence(head),
-                other: fence(r),
-            });
+        let this = fence(r);
+        if this != first {
+            return Err(InferError::MixedVersions { first, other: this });
         }
         if r.items.len() != want {
             return Err(InferError::Ragged {

@@ -72,6 +72,18 @@ impl Cluster {
         fence
     }
 
+    /// Promotes `version` through node `id` with policy MAJORITY (a node that cannot load
+    /// it does not block the promotion); panics if it is refused.
+    pub async fn must_promote_majority(&self, id: u64, version: &str) -> PromoteResponse {
+        let req = PromoteRequest {
+            policy: rankd_proto::admin::v1::QuorumPolicy::Majority as i32,
+            ..self.promote_request(version)
+        };
+        self.promote(id, req)
+            .await
+            .unwrap_or_else(|s| panic!("MAJORITY promotion of {version}: {s:?}"))
+    }
+
     pub async fn rollback(&self, id: u64, req: RollbackRequest) -> Result<PromoteResponse, Status> {
         tracing::info!(id, expect = %req.expect_version, "rolling back");
         let call = async { self.admin(id).await.rollback(req).await };

@@ -28,6 +28,15 @@ impl Cluster {
             .connect_lazy()
     }
 
+    /// Whether node `on` counts `peer` up, from its own `rankd_peer_up` gauge; `None` before
+    /// it tracks the peer.
+    pub async fn peer_up(&self, on: u64, peer: u64) -> Option<bool> {
+        self.node(on)
+            .metric_value(&format!("rankd_peer_up{{peer=\"{peer}\"}}"))
+            .await
+            .map(|v| v == 1.0)
+    }
+
     /// Every member's client address (running or not): what a frontend would be configured
     /// with.
     pub fn api_addrs(&self) -> Vec<String> {

@@ -182,20 +182,14 @@ impl PeerTable {
         })
     }
 
-    pub fn views(&self, now: Instant) -> Vec<PeerView> {
-        self.read()
-            .iter()
-            .map(|(id, e)| PeerView {
-                id: *id,
-                up: e.up,
-                age: e.last_heard.map(|t| now.saturating_duration_since(t)),
-                status: e.status.clone(),
-            })
-            .collect()
-    }
-
+    /// Peer `id` as the table sees it at `now`; `None` for this node or a non-member.
     pub fn view(&self, id: NodeId, now: Instant) -> Option<PeerView> {
-        self.views(now).into_iter().find(|v| v.id == id)
+        self.read().get(&id).map(|e| PeerView {
+            id,
+            up: e.up,
+            age: e.last_heard.map(|t| now.saturating_duration_since(t)),
+            status: e.status.clone(),
+        })
     }
 
     pub fn up_ids(&self) -> Vec<NodeId> {
