@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU check and benchmark in one run (see docs/gpu.md). Expects release binaries in
-# target/release and the demo bundle in models/demo, built on the development machine.
+# target/release and the demo bundle in models/demo, built on the development machine
+# (deploy/gpu/pack.sh packs them). SKIP_BENCH=1 runs the checks without the benchmarks.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-bench-out/gpu}
@@ -19,6 +20,15 @@ SECONDS_TP=${SECONDS_TP:-5}
 grep -q libtorch_cuda.so "$OUT/env.txt" || echo "FAIL: libtorch_cuda.so is not linked" | tee -a "$OUT/env.txt"
 
 status=0
+if [ -x target/release/server-unit ]; then
+  echo "== server unit tests (NVML against the real driver)"
+  target/release/server-unit gpu_memory 2>&1 | tee "$OUT/server-unit.txt" || status=1
+fi
+echo "== rankd_gpu_memory_bytes from a node on cuda"
+OUT="$OUT" deploy/gpu/metrics-check.sh 2>&1 | tee "$OUT/metrics-check.txt"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
+[ "${SKIP_BENCH:-0}" = 1 ] && exit $status
 for precision in fp32 fp16; do
   echo "== rankload bench cuda $precision"
   target/release/rankload bench --bundle models/demo --rankd target/release/rankd \

@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod forward;
+pub mod gpu_memory;
 pub mod health;
 pub mod heartbeat_stream;
 pub mod metrics;

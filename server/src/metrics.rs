@@ -79,6 +79,16 @@ pub struct Metrics {
     pub backup_last_success: Gauge<f64, AtomicU64>,
     pub raft: RaftGauges,
     pub peers: PeerMetrics,
+    /// Written by `gpu_memory`; empty on hosts without an NVIDIA driver.
+    pub gpu_memory: Family<GpuMemoryLabel, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GpuMemoryLabel {
+    /// NVML's device index.
+    pub gpu: String,
+    /// used | total | process
+    pub kind: &'static str,
 }
 
 /// The node's view of consensus, refreshed by the readiness loop.
@@ -245,6 +255,12 @@ impl Metrics {
             "Unix time of the last backup this node created successfully (0: none since it started)",
             backup_last_success.clone(),
         );
+        let gpu_memory = Family::<GpuMemoryLabel, Gauge>::default();
+        registry.register(
+            "gpu_memory_bytes",
+            "GPU memory from the driver, by NVML index: used (by anyone), total, process (this rankd); absent without an NVIDIA driver",
+            gpu_memory.clone(),
+        );
         let raft = RaftGauges::default();
         for (name, help, g) in [
             ("raft_term", "Current Raft term", &raft.term),
@@ -285,6 +301,7 @@ impl Metrics {
             peers,
             artifact_verifications,
             backup_last_success,
+            gpu_memory,
             requests,
             request_duration,
             queue_wait,

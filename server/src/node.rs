@@ -300,6 +300,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             let _ = stopped.changed().await;
         }
     }));
+    let gpu_memory_task = tokio::spawn(crate::gpu_memory::run(
+        metrics.clone(),
+        background_stopped.clone(),
+    ));
     let scrub_task = tokio::spawn(scrub_loop(
         store.clone(),
         cluster.clone(),
@@ -372,6 +376,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let _ = stop_background.send(true);
     let _ = metrics_task.await;
     let _ = scrub_task.await;
+    let _ = gpu_memory_task.await;
     let _ = readiness_task.await;
     let _ = heartbeat_task.await;
     let _ = reconcile_task.await;
