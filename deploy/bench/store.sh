@@ -20,6 +20,10 @@ scrub_interval_s = 0
 device = "cpu"
 [log]
 level = "warn"
+[tls]
+mode = "insecure-dev"
+[auth]
+mode = "insecure-dev"
 TOML
 target/release/rankd serve --config "$work/rankd.toml" > "$work/out" 2> "$work/err" &
 echo $! > "$work/pid"

@@ -35,5 +35,7 @@ pub mod types;
 
 pub use config::RaftTiming;
 pub use error::RaftStoreError;
-pub use registry::{Command, Fence, ModelRef, Outcome, Registry, Rejection, VersionInfo};
+pub use registry::{
+    AuditEntry, Command, Fence, ModelRef, Outcome, Registry, Rejection, VersionInfo,
+};
 pub use types::{NodeId, PeerNode, Raft, TypeConfig};

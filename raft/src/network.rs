@@ -37,7 +37,7 @@ use rankd_proto::peer::v1::raft_client::RaftClient;
 use rankd_proto::peer::v1::RaftMessage;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::Code;
 
 use crate::config::RaftTiming;
@@ -81,6 +81,8 @@ struct PeersInner {
     local_ip: Option<IpAddr>,
     cache: Mutex<HashMap<NodeId, (String, PeerChannels)>>,
     built: std::sync::atomic::AtomicU64,
+    /// Mutual TLS for every peer connection; None only in insecure-dev mode.
+    tls: Mutex<Option<ClientTlsConfig>>,
 }
 
 impl Peers {
@@ -94,8 +96,17 @@ impl Peers {
                 local_ip,
                 cache: Mutex::new(HashMap::new()),
                 built: std::sync::atomic::AtomicU64::new(0),
+                tls: Mutex::new(None),
             }),
         }
+    }
+
+    /// Uses `tls` for every channel built from now on, and drops the cached ones so the
+    /// next call to each peer reconnects with it (a rotated certificate or CA). Calls in
+    /// flight finish on their old connections.
+    pub fn set_tls(&self, tls: Option<ClientTlsConfig>) {
+        *self.inner.tls.lock().unwrap_or_else(|e| e.into_inner()) = tls;
+        self.lock().clear();
     }
 
     /// The channels to node `id` at `node.peer_addr`, built (lazily: nothing connects until
@@ -134,12 +145,23 @@ impl Peers {
     }
 
     fn build(&self, id: NodeId, addr: &str) -> Result<PeerChannels, PeerAddrError> {
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|source| PeerAddrError {
-                id,
-                addr: addr.to_string(),
-                source,
-            })?
+        let tls = self
+            .inner
+            .tls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let err = |source| PeerAddrError {
+            id,
+            addr: addr.to_string(),
+            source,
+        };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(err)?;
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls).map_err(err)?;
+        }
+        let endpoint = endpoint
             .connect_timeout(self.inner.connect_timeout)
             .tcp_nodelay(true)
             .local_address(self.inner.local_ip)

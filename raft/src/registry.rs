@@ -80,6 +80,33 @@ pub struct HistoryEntry {
     pub index: u64,
 }
 
+/// One admin action as the node that received it saw it: who, what, when, and the result.
+/// Recorded after the action finished, so a crash in between loses the record, never the
+/// action's own effect.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Milliseconds since the Unix epoch, stamped by the receiving node.
+    pub at_ms: u64,
+    /// The authenticated caller: a token's name or a client certificate's subject;
+    /// "anonymous" only under `auth.mode = "insecure-dev"`.
+    pub principal: String,
+    pub role: String,
+    /// The node the call arrived at.
+    pub node: NodeId,
+    /// The RPC, e.g. "Promote".
+    pub action: String,
+    /// What it acted on, e.g. "demo-ranker@2"; empty where the call names nothing.
+    pub target: String,
+    /// The gRPC code name of the answer: "OK", "PERMISSION_DENIED", ...
+    pub code: String,
+    /// The answer's message for failures (never a credential: see the auth layer).
+    pub message: String,
+}
+
+/// How many audit entries the registry keeps; older ones are dropped first. Bounded so a
+/// busy automation cannot grow every node's snapshot without limit.
+pub const AUDIT_RETAIN: usize = 10_000;
+
 /// A registry write. Membership changes go through openraft's own membership log entries;
 /// `ForgetNode` records that a removed node's id may never be used again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +157,9 @@ pub enum Command {
     },
     ForgetNode {
         node: NodeId,
+    },
+    Audit {
+        entry: AuditEntry,
     },
 }
 
@@ -185,6 +215,9 @@ pub struct Registry {
     /// The version a promotion is waiting on, if any.
     #[serde(default)]
     pub preparing: Option<ModelRef>,
+    /// Admin actions, oldest first, at most [`AUDIT_RETAIN`].
+    #[serde(default)]
+    pub audit: std::collections::VecDeque<AuditEntry>,
 }
 
 /// Serializes a map keyed by [`ModelRef`] as a sequence of `[key, value]` pairs: formats
@@ -321,6 +354,13 @@ impl Registry {
                 self.forgotten.insert(*node);
                 self.ready.remove(node);
                 self.failed.remove(node);
+                Outcome::ok()
+            }
+            Command::Audit { entry } => {
+                if self.audit.len() >= AUDIT_RETAIN {
+                    self.audit.pop_front();
+                }
+                self.audit.push_back(entry.clone());
                 Outcome::ok()
             }
         }

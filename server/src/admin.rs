@@ -40,7 +40,12 @@ impl Admin for AdminService {
         &self,
         request: Request<Streaming<pb::UploadModelRequest>>,
     ) -> Result<Response<pb::UploadModelResponse>, Status> {
-        let (record, loaded) = self.upload(request.into_inner()).await.map_err(|e| {
+        // The authenticated caller, when there is one, is who uploaded it.
+        let who = request
+            .extensions()
+            .get::<crate::auth::Principal>()
+            .map(|p| p.name.clone());
+        let (record, loaded) = self.upload(request.into_inner(), who).await.map_err(|e| {
             tracing::warn!(error = %e, "upload refused");
             Status::from(e)
         })?;
@@ -315,6 +320,7 @@ impl AdminService {
     async fn upload(
         &self,
         mut stream: Streaming<pb::UploadModelRequest>,
+        principal: Option<String>,
     ) -> Result<(ModelRecord, Loaded), AdminError> {
         let meta = match stream.message().await? {
             Some(pb::UploadModelRequest {
@@ -375,10 +381,10 @@ impl AdminService {
         drop(file);
 
         let (store, engine) = (self.store.clone(), self.engine.clone());
-        let who = if meta.uploaded_by.is_empty() {
-            "unknown".to_string()
-        } else {
-            meta.uploaded_by.clone()
+        let who = match principal {
+            Some(p) => p,
+            None if meta.uploaded_by.is_empty() => "unknown".to_string(),
+            None => meta.uploaded_by.clone(),
         };
         let stage_dir = staging.path().to_path_buf();
         let (record, validated) = tokio::task::spawn_blocking(move || -> Result<_, AdminError> {

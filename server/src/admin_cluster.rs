@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use crate::auth::layer::{PRINCIPAL_HEADER, PRINCIPAL_ROLE_HEADER};
 use rankd_artifact::{ModelRecord, RecordState};
 use rankd_proto::admin::v1 as pb;
 use rankd_proto::admin::v1::admin_client::AdminClient;
@@ -155,8 +156,10 @@ impl AdminService {
         let leader = self.cluster.leader();
         let forwarded = request.metadata().get(FORWARDED_HEADER).is_some();
         match leader {
-            Some((_, node)) if !forwarded => {
-                let channel = self.cluster.api_channel(&node.api_addr)?;
+            Some((id, node)) if !forwarded => {
+                // Over the peer port: the leader trusts the principal this node authorized
+                // because only cluster members can complete its mutual-TLS handshake.
+                let channel = self.cluster.peer_channel(id)?;
                 Ok(Target::Leader(AdminClient::new(channel), node.api_addr))
             }
             other => Err(ClusterError::NoLeader {
@@ -167,9 +170,22 @@ impl AdminService {
 
     fn forwarded<T>(&self, request: Request<T>) -> Request<T> {
         let timeout = request.metadata().get("grpc-timeout").cloned();
+        let principal = request
+            .extensions()
+            .get::<crate::auth::Principal>()
+            .cloned();
         let mut out = Request::new(request.into_inner());
         if let Ok(v) = self.cluster.id.to_string().parse() {
             out.metadata_mut().insert(FORWARDED_HEADER, v);
+        }
+        if let Some(p) = principal {
+            if let Ok(name) = p.name.parse() {
+                out.metadata_mut().insert(PRINCIPAL_HEADER, name);
+            }
+            out.metadata_mut().insert(
+                PRINCIPAL_ROLE_HEADER,
+                tonic::metadata::MetadataValue::from_static(p.role.as_str()),
+            );
         }
         if let Some(t) = timeout {
             out.metadata_mut().insert("grpc-timeout", t);

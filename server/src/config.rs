@@ -39,6 +39,10 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Consensus timing (heartbeat, election timeouts), validated against each other.
     pub raft: RaftTiming,
+    /// TLS per port (docs/security.md).
+    pub tls: crate::tls::TlsConfig,
+    /// Admin credentials and roles, per-client rate limits.
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// How this node takes part in the replicated registry.
@@ -100,8 +104,15 @@ impl Default for ClusterConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// gRPC address for Rank, health and reflection.
+    /// gRPC address for Rank, health and reflection (and the admin API unless
+    /// `admin_listen` is set).
     pub listen: SocketAddr,
+    /// A separate port for the admin API (with its own `[tls.admin]`), so it can be
+    /// firewalled apart from client traffic. Unset: admin shares `listen`.
+    pub admin_listen: Option<SocketAddr>,
+    /// HTTP/2 streams one client connection may have open at once; more are refused by
+    /// the transport (REFUSED_STREAM) before any handler runs.
+    pub max_concurrent_streams: u32,
     /// HTTP address for Prometheus `/metrics`.
     pub metrics_listen: SocketAddr,
     /// Deadline applied when the client sends none; a client's own deadline is capped by it.
@@ -213,6 +224,8 @@ impl Default for Config {
             log: LogConfig::default(),
             cluster: ClusterConfig::default(),
             raft: RaftTiming::default(),
+            tls: Default::default(),
+            auth: Default::default(),
         }
     }
 }
@@ -221,6 +234,8 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            admin_listen: None,
+            max_concurrent_streams: 256,
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             request_timeout_ms: 1000,
             max_concurrent_requests: 1024,
@@ -440,6 +455,29 @@ impl Config {
         if let Err(e) = self.raft.validate() {
             return bad("raft", e.to_string());
         }
+        if let Some(admin) = s.admin_listen {
+            if admin.port() != 0 && [s.listen, s.metrics_listen, c.peer_listen].contains(&admin) {
+                return bad(
+                    "server.admin_listen",
+                    "must differ from the client, metrics and peer addresses".into(),
+                );
+            }
+        }
+        if s.max_concurrent_streams == 0 {
+            return bad("server.max_concurrent_streams", "must be positive".into());
+        }
+        if let Err((field, reason)) = self.tls.validate(s.admin_listen.is_some()) {
+            return bad(field, reason);
+        }
+        let admin_tls = if s.admin_listen.is_some() {
+            &self.tls.admin
+        } else {
+            &self.tls.client
+        };
+        let client_ca = admin_tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        if let Err((field, reason)) = self.auth.validate(client_ca) {
+            return bad(field, reason);
+        }
         Ok(())
     }
 
@@ -481,51 +519,101 @@ mod tests {
         }
     }
 
+    /// Plaintext and no credentials, said explicitly.
+    fn dev() -> Config {
+        let mut c = Config::default();
+        c.tls.mode = crate::tls::SecurityMode::InsecureDev;
+        c.auth.mode = crate::tls::SecurityMode::InsecureDev;
+        c
+    }
+
     #[test]
-    fn defaults_are_valid() {
-        Config::default().validate().unwrap();
+    fn dev_mode_is_valid() {
+        dev().validate().unwrap();
+    }
+
+    #[test]
+    fn defaults_demand_tls_and_credentials() {
+        let mut c = Config::default();
+        assert_eq!(invalid_field(&c), "tls.client");
+        let tls = |name: &str| crate::tls::ListenerTls {
+            cert: format!("{name}.crt").into(),
+            key: format!("{name}.key").into(),
+            client_ca: None,
+        };
+        c.tls.client = Some(tls("client"));
+        assert_eq!(invalid_field(&c), "tls.peer");
+        c.tls.peer = Some(crate::tls::PeerTls {
+            cert: "peer.crt".into(),
+            key: "peer.key".into(),
+            ca: "ca.crt".into(),
+        });
+        assert_eq!(invalid_field(&c), "auth");
+        c.server.admin_listen = Some(SocketAddr::from(([127, 0, 0, 1], 50071)));
+        assert_eq!(invalid_field(&c), "tls.admin");
+        c.tls.admin = Some(tls("admin"));
+        c.auth.identities.push(crate::auth::IdentityEntry {
+            subject: "ops".into(),
+            role: crate::auth::Role::Admin,
+        });
+        assert_eq!(
+            invalid_field(&c),
+            "auth.identities",
+            "no client CA to verify them"
+        );
+        c.tls.admin = Some(crate::tls::ListenerTls {
+            client_ca: Some("ca.crt".into()),
+            ..tls("admin")
+        });
+        c.validate().unwrap();
+        c.auth.tokens.push(crate::auth::TokenEntry {
+            name: "ci".into(),
+            role: crate::auth::Role::Operator,
+            sha256: "not-a-hash".into(),
+        });
+        assert_eq!(invalid_field(&c), "auth.tokens");
     }
 
     #[test]
     fn rejects_unsafe_values() {
-        let mut c = Config::default();
+        let mut c = dev();
         c.batching.max_batch_size = 0;
         assert_eq!(invalid_field(&c), "batching.max_batch_size");
 
-        let mut c = Config::default();
+        let mut c = dev();
         c.batching.queue_capacity = 4;
         assert_eq!(invalid_field(&c), "batching.queue_capacity");
 
-        let mut c = Config::default();
+        let mut c = dev();
         c.model.device = DeviceSpec::Cpu;
         c.model.precision = Precision::Fp16;
         assert_eq!(invalid_field(&c), "model.precision");
 
-        let mut c = Config::default();
+        let mut c = dev();
         c.server.metrics_listen = c.server.listen;
         assert_eq!(invalid_field(&c), "server.metrics_listen");
 
-        let mut c = Config::default();
+        let mut c = dev();
         c.batching.max_queue_delay_us = 1_000_000;
         assert_eq!(invalid_field(&c), "batching.max_queue_delay_us");
 
-        let mut c = Config::default();
+        let mut c = dev();
         c.raft.heartbeat_interval_ms = 250;
         assert_eq!(invalid_field(&c), "raft");
 
-        let mut c = Config::default();
+        let mut c = dev();
         c.cluster.lag_timeout_ms = 100;
         assert_eq!(invalid_field(&c), "cluster.lag_timeout_ms");
 
-        let mut c = Config::default();
+        let mut c = dev();
         c.cluster.heartbeat_interval_ms = 0;
         assert_eq!(invalid_field(&c), "cluster.heartbeat_interval_ms");
 
-        let mut c = Config::default();
+        let mut c = dev();
         c.cluster.heartbeat_missed = 1;
         assert_eq!(invalid_field(&c), "cluster.heartbeat_missed");
 
-        let mut c = Config::default();
+        let mut c = dev();
         c.cluster.id = 0;
         assert_eq!(invalid_field(&c), "cluster.id");
     }
@@ -537,7 +625,8 @@ mod tests {
         let path = dir.path().join("rankd.toml");
         std::fs::write(
             &path,
-            "node_id = \"from-file\"\n[batching]\nmax_batch_size = 8\nworkers = 2\n",
+            "node_id = \"from-file\"\n[batching]\nmax_batch_size = 8\nworkers = 2\n\
+             [tls]\nmode = \"insecure-dev\"\n[auth]\nmode = \"insecure-dev\"\n",
         )
         .unwrap();
         figment::Jail::expect_with(|jail| {

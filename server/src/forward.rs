@@ -83,7 +83,7 @@ impl Forwarder {
             return None;
         };
         let result = self
-            .call(&target.api_addr, req, deadline, traceparent)
+            .call(target.id, &target.api_addr, req, deadline, traceparent)
             .await;
         match &result {
             Ok(_) => count("ok"),
@@ -100,6 +100,7 @@ impl Forwarder {
 
     async fn call(
         &self,
+        id: rankd_raft::NodeId,
         api_addr: &str,
         req: RankRequest,
         deadline: Option<Instant>,
@@ -107,7 +108,7 @@ impl Forwarder {
     ) -> Result<RankResponse, Status> {
         let channel = self
             .cluster
-            .api_channel(api_addr)
+            .peer_channel(id)
             .map_err(|e| Status::unavailable(format!("forwarding: {e}")))?;
         let mut request = tonic::Request::new(req);
         if let Some(d) = deadline {

@@ -10,6 +10,8 @@
 
 pub mod admin;
 pub mod admin_cluster;
+pub mod audit;
+pub mod auth;
 pub mod backup;
 pub mod cluster;
 pub mod config;
@@ -27,6 +29,7 @@ pub mod scheduler;
 pub mod service;
 pub mod stack;
 pub mod telemetry;
+pub mod tls;
 
 pub use config::{Config, ConfigError};
 pub use node::{run, StartError};

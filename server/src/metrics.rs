@@ -19,6 +19,9 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
+mod security;
+pub use security::{AuthMetrics, DeniedLabels, PortLabel, PortResult, SurfaceLabel, TlsMetrics};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MethodCode {
     pub method: &'static str,
@@ -81,6 +84,8 @@ pub struct Metrics {
     pub peers: PeerMetrics,
     /// Written by `gpu_memory`; empty on hosts without an NVIDIA driver.
     pub gpu_memory: Family<GpuMemoryLabel, Gauge>,
+    pub tls: TlsMetrics,
+    pub auth: AuthMetrics,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -295,6 +300,10 @@ impl Metrics {
         }
         let peers = PeerMetrics::default();
         peers.register(&mut registry);
+        let tls = TlsMetrics::default();
+        tls.register(&mut registry);
+        let auth = AuthMetrics::default();
+        auth.register(&mut registry);
         Metrics {
             registry,
             raft,
@@ -302,6 +311,8 @@ impl Metrics {
             artifact_verifications,
             backup_last_success,
             gpu_memory,
+            tls,
+            auth,
             requests,
             request_duration,
             queue_wait,

@@ -19,10 +19,13 @@ use rankd_proto::peer::v1::peer_server::PeerServer;
 use rankd_proto::v1::heartbeat_server::HeartbeatServer;
 use rankd_proto::v1::ranker_server::RankerServer;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use crate::admin::AdminService;
+use crate::audit::{AuditedAdmin, Auditor};
+use crate::auth::layer::{AdminAuthLayer, ForwardedAuthLayer};
+use crate::auth::rate::RateLimitLayer;
+use crate::auth::Authenticator;
 use crate::cluster::fetch::Reconciler;
 use crate::cluster::peer::PeerService;
 use crate::cluster::{Cluster, ClusterParts, LocalModels};
@@ -37,7 +40,17 @@ use crate::node_state::NodeState;
 use crate::oip::{self, OipService};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::service::RankService;
-use crate::stack::{serving_stack, StackConfig};
+use crate::stack::late::LateCell;
+use crate::stack::{serving_stack, Routed, StackConfig};
+use crate::tls::NodeTls;
+use tower::{Layer, ServiceBuilder};
+
+/// A boxed route, for services that are chosen or built after the server's type is fixed.
+type Route = tower::util::BoxCloneSyncService<
+    http::Request<tonic::body::Body>,
+    http::Response<tonic::body::Body>,
+    std::convert::Infallible,
+>;
 
 /// Why a node did not start. Each maps to a distinct exit code so supervisors can tell a
 /// bad config from a bad model from a busy port.
@@ -63,13 +76,15 @@ pub enum StartError {
     Serve(#[from] tonic::transport::Error),
     #[error("cluster: {0}")]
     Cluster(#[from] ClusterError),
+    #[error("tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl StartError {
     /// sysexits: 64 usage/config, 65 data (the model or the store), 69 unavailable (ports).
     pub fn exit_code(&self) -> i32 {
         match self {
-            StartError::Config(_) | StartError::Keyring(_) => 64,
+            StartError::Config(_) | StartError::Keyring(_) | StartError::Tls(_) => 64,
             StartError::Model {
                 source:
                     LoadError::Kernel(KernelError::PrecisionUnsupported { .. } | KernelError::Device(_)),
@@ -87,6 +102,10 @@ impl StartError {
 /// drains and returns.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartError> {
     let metrics = Arc::new(Metrics::new());
+    // Certificates first: a bad one is a config error (exit 64), found before anything binds.
+    let tls = Arc::new(NodeTls::load(&cfg.tls)?);
+    tls.export_expiry(&metrics);
+    warn_insecure(&cfg);
     let keyring = Keyring::load(&cfg.artifacts.keyring).map_err(StartError::Keyring)?;
     let store = Store::open(
         &cfg.data_dir,
@@ -123,6 +142,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     };
 
     let grpc = bind(cfg.server.listen).await?;
+    let admin_listener = match cfg.server.admin_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let metrics_listener = bind(cfg.server.metrics_listen).await?;
     let peer_listener = bind(cfg.cluster.peer_listen).await?;
     let grpc_addr = local_addr(&grpc, cfg.server.listen)?;
@@ -160,6 +183,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         heartbeat_interval: cfg.cluster.heartbeat_interval(),
         heartbeat_missed: cfg.cluster.heartbeat_missed,
         node: state.clone(),
+        peer_tls: tls.peer_client()?,
     })
     .await?;
 
@@ -168,21 +192,33 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     readiness.set(false).await;
     readiness.alive().await;
     let (stop_background, background_stopped) = tokio::sync::watch::channel(false);
+    // Forwarded Rank calls and admin writes arrive on the peer port too; their services
+    // exist only once the model is loaded and the stacks are built, below.
+    let peer_rank: LateCell<Route> = LateCell::new();
+    let peer_admin: LateCell<Route> = LateCell::new();
     let peer_server = Server::builder()
-        .tcp_nodelay(true)
         .add_service(raft_service.into_server())
+        .add_service(Routed::<_, RankerServer<RankService>>::new(
+            peer_rank.service(),
+        ))
+        .add_service(Routed::<_, AdminServer<AdminService>>::new(
+            peer_admin.service(),
+        ))
         .add_service(PeerServer::new(PeerService {
             cluster: cluster.clone(),
             store: store.clone(),
             readiness: readiness.clone(),
             state: state.clone(),
         }))
-        .serve_with_incoming_shutdown(TcpIncoming::from(peer_listener).with_nodelay(Some(true)), {
-            let mut stopped = background_stopped.clone();
-            async move {
-                let _ = stopped.changed().await;
-            }
-        });
+        .serve_with_incoming_shutdown(
+            incoming_on(peer_listener, tls.peer.as_ref(), "peer", &metrics),
+            {
+                let mut stopped = background_stopped.clone();
+                async move {
+                    let _ = stopped.changed().await;
+                }
+            },
+        );
     let peer_task = tokio::spawn(peer_server);
     let heartbeat_task = tokio::spawn(crate::cluster::heartbeat::run(
         cluster.clone(),
@@ -272,7 +308,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         background_stopped.clone(),
     ));
     let mut readiness = readiness;
-    let admin = AdminServer::new(AdminService {
+    let admin = Arc::new(AdminService {
         store: store.clone(),
         keyring_path: cfg.artifacts.keyring.clone(),
         backup_target: cfg.backup.target.clone(),
@@ -284,9 +320,37 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         metrics: metrics.clone(),
         max_upload_bytes: cfg.artifacts.max_upload_bytes,
         cluster: cluster.clone(),
-    })
+    });
     // Upload chunks are a few MiB; the message limit only bounds one chunk.
-    .max_decoding_message_size(16 << 20);
+    const UPLOAD_CHUNK_LIMIT: usize = 16 << 20;
+    peer_admin.set(Route::new(ForwardedAuthLayer.layer(
+        AdminServer::from_arc(admin.clone()).max_decoding_message_size(UPLOAD_CHUNK_LIMIT),
+    )));
+    peer_rank.set(Route::new(rank.clone()));
+    let auditor = Auditor::new(cluster.clone());
+    let public_admin = ServiceBuilder::new()
+        .layer(RateLimitLayer::new(
+            "admin",
+            cfg.auth.admin_rate_per_client,
+            metrics.clone(),
+        ))
+        .layer(AdminAuthLayer {
+            auth: Arc::new(Authenticator::new(&cfg.auth)),
+            metrics: metrics.clone(),
+            auditor: auditor.clone(),
+        })
+        .service(
+            AdminServer::new(AuditedAdmin {
+                inner: admin,
+                auditor,
+            })
+            .max_decoding_message_size(UPLOAD_CHUNK_LIMIT),
+        );
+    let public_admin = Routed::<_, AdminServer<AuditedAdmin>>::new(Route::new(public_admin));
+    let client_rank = Routed::<_, RankerServer<RankService>>::new(
+        RateLimitLayer::new("rank", cfg.auth.rank_rate_per_client, metrics.clone())
+            .layer(rank.clone()),
+    );
     let reflection = reflection_builder()
         .build_v1()
         .map_err(|e| ConfigError::Load(format!("reflection: {e}")))?;
@@ -304,6 +368,16 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         metrics.clone(),
         background_stopped.clone(),
     ));
+    let tls_task = tokio::spawn(crate::tls::reload_loop(
+        tls.clone(),
+        Duration::from_secs(cfg.tls.reload_interval_s),
+        metrics.clone(),
+        {
+            let peers = cluster.peers.clone();
+            move |client| peers.set_tls(Some(client))
+        },
+        background_stopped.clone(),
+    ));
     let scrub_task = tokio::spawn(scrub_loop(
         store.clone(),
         cluster.clone(),
@@ -314,25 +388,43 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
 
     // Draining: stop reporting SERVING first, keep serving for the drain delay so load
     // balancers and clients move away, then stop accepting and finish in-flight calls.
-    let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = Server::builder()
-        .tcp_nodelay(true)
-        .add_service(health_service)
+    let (stop_grpc, grpc_stopped) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.changed().await;
+    };
+    let router = Server::builder()
+        .max_concurrent_streams(Some(cfg.server.max_concurrent_streams))
+        .add_service(health_service.clone())
         .add_service(HeartbeatServer::new(HeartbeatService {
             cluster: cluster.clone(),
             state: state.clone(),
         }))
-        .add_service(reflection)
-        .add_service(reflection_alpha)
-        .add_service(admin)
-        .add_service(oip::InferenceRoute(rank.clone()))
-        .add_service(rank)
-        // Our own listener (bound early, for port 0), so tonic's `tcp_nodelay` does not
-        // apply: without TCP_NODELAY a response's frames meet the client's delayed ACK
-        // and a call stalls ~40 ms.
-        .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), async {
-            let _ = grpc_stopped.await;
-        });
+        .add_service(reflection.clone())
+        .add_service(reflection_alpha.clone())
+        .add_service(oip::InferenceRoute(client_rank.clone()))
+        .add_service(client_rank);
+    // The admin surface: on its own port (own TLS, firewalled apart) or on the client port.
+    let (router, admin_server) = match admin_listener {
+        None => (router.add_service(public_admin), None),
+        Some(listener) => {
+            let addr = local_addr(&listener, cfg.server.listen)?;
+            let server = Server::builder()
+                .max_concurrent_streams(Some(cfg.server.max_concurrent_streams))
+                .add_service(health_service)
+                .add_service(reflection)
+                .add_service(reflection_alpha)
+                .add_service(public_admin)
+                .serve_with_incoming_shutdown(
+                    incoming_on(listener, tls.admin.as_ref(), "admin", &metrics),
+                    stopped(grpc_stopped.clone()),
+                );
+            (router, Some((addr, tokio::spawn(server))))
+        }
+    };
+    let server = router.serve_with_incoming_shutdown(
+        incoming_on(grpc, tls.client.as_ref(), "client", &metrics),
+        stopped(grpc_stopped),
+    );
     tokio::pin!(server);
 
     let active = slot.current();
@@ -340,8 +432,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         model = active.as_ref().map(|m| format!("{} version {} on {} {}", m.info.name, m.info.version, m.info.device, m.info.precision)).unwrap_or_else(|| "none (NOT_SERVING until one is activated)".into()),
         "serving");
     // One machine-readable line on stdout for supervisors and tests that bind port 0.
+    let admin_addr = admin_server
+        .as_ref()
+        .map(|(a, _)| format!(" admin={a}"))
+        .unwrap_or_default();
     println!(
-        "rankd: serving grpc={grpc_addr} metrics={metrics_addr} peer={peer_addr} node={}",
+        "rankd: serving grpc={grpc_addr} metrics={metrics_addr} peer={peer_addr}{admin_addr} node={}",
         cfg.node_id
     );
 
@@ -363,7 +459,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     // hold the shutdown for the whole grace period.
     readiness.clear().await;
     state.close();
-    let _ = stop_grpc.send(());
+    let _ = stop_grpc.send(true);
     let grace = Duration::from_millis(cfg.server.shutdown_grace_ms);
     match tokio::time::timeout(grace, &mut server).await {
         Ok(res) => res?,
@@ -373,7 +469,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             "in-flight calls outlived the shutdown grace period"
         ),
     }
+    if let Some((_, task)) = admin_server {
+        let _ = tokio::time::timeout(grace, task).await;
+    }
     let _ = stop_background.send(true);
+    let _ = tls_task.await;
     let _ = metrics_task.await;
     let _ = scrub_task.await;
     let _ = gpu_memory_task.await;
@@ -432,6 +532,44 @@ async fn scrub_loop(
 }
 
 /// Every service this node serves, for grpc.reflection v1 and v1alpha alike.
+/// The accept stream for one port: TLS when `tls` is configured, else plaintext.
+fn incoming_on(
+    listener: TcpListener,
+    tls: Option<&crate::tls::Listener>,
+    port: &'static str,
+    metrics: &Arc<Metrics>,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<crate::tls::Conn>> {
+    let metrics = metrics.clone();
+    crate::tls::incoming(listener, tls.map(|l| l.live.clone()), port, move || {
+        metrics
+            .tls
+            .handshake_failures
+            .get_or_create(&crate::metrics::PortLabel { port })
+            .inc();
+    })
+}
+
+/// Plaintext ports and anonymous admin are for development; say so where nobody can miss it.
+fn warn_insecure(cfg: &Config) {
+    let t = &cfg.tls;
+    let mut plaintext = Vec::new();
+    if t.client.is_none() {
+        plaintext.push("client");
+    }
+    if cfg.server.admin_listen.is_some() && t.admin.is_none() {
+        plaintext.push("admin");
+    }
+    if t.peer.is_none() {
+        plaintext.push("peer");
+    }
+    for port in plaintext {
+        tracing::warn!(port, "INSECURE (tls.mode = \"insecure-dev\"): this port speaks PLAINTEXT; anyone who can reach it can read and forge its traffic. Never run this in production.");
+    }
+    if cfg.auth.mode == crate::tls::SecurityMode::InsecureDev {
+        tracing::warn!("INSECURE (auth.mode = \"insecure-dev\"): admin calls WITHOUT a credential run as \"anonymous\" with the admin role. Never run this in production.");
+    }
+}
+
 fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(rankd_proto::FILE_DESCRIPTOR_SET)

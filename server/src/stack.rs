@@ -25,6 +25,8 @@ use tower::load_shed::error::Overloaded;
 use tower::load_shed::LoadShedLayer;
 use tower::{BoxError, Layer, Service, ServiceBuilder};
 
+pub mod late;
+
 use crate::error::{code_label, ServeError};
 use crate::metrics::{MethodCode, MethodLabel, Metrics};
 
@@ -85,6 +87,16 @@ where
 pub struct Routed<S, N> {
     inner: S,
     _name: PhantomData<fn() -> N>,
+}
+
+impl<S, N> Routed<S, N> {
+    /// Serves `inner` under `N`'s gRPC service name.
+    pub fn new(inner: S) -> Routed<S, N> {
+        Routed {
+            inner,
+            _name: PhantomData,
+        }
+    }
 }
 
 impl<S: Clone, N> Clone for Routed<S, N> {

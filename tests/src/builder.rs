@@ -55,6 +55,10 @@ impl NodeBuilder {
         // The peer port defaults to a fixed port; tests run in parallel, so bind port 0 (the
         // node reports the real one on its serving line as `peer=`).
         .set_str("cluster.peer_listen", "127.0.0.1:0")
+        // Plaintext, anonymous admin: said explicitly, as rankd requires. The security
+        // tests (tls_*.rs, auth_*.rs) replace these with certificates and tokens.
+        .set_str("tls.mode", "insecure-dev")
+        .set_str("auth.mode", "insecure-dev")
     }
 
     /// Sets any config key to a TOML literal: `set("server.request_timeout_ms", "500")`,

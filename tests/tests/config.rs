@@ -133,7 +133,11 @@ async fn environment_overrides_the_file_and_flags_override_the_environment() {
     tracing::info!("--- --node-id flag over RANKD_NODE_ID");
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("rankd.toml");
-    std::fs::write(&config, "node_id = \"from-file\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "node_id = \"from-file\"\n[tls]\nmode = \"insecure-dev\"\n[auth]\nmode = \"insecure-dev\"\n",
+    )
+    .unwrap();
     let out = run_rankd(
         &[
             "--check-config",

@@ -170,7 +170,22 @@ pub async fn history(cluster: &Cluster) -> Result<pb::HistoryResponse, ClusterEr
             index: h.index,
         })
         .collect();
-    Ok(pb::HistoryResponse { entries })
+    let audit = state
+        .registry
+        .audit
+        .iter()
+        .map(|a| pb::AuditEntry {
+            at_ms: a.at_ms,
+            principal: a.principal.clone(),
+            role: a.role.clone(),
+            node: a.node,
+            action: a.action.clone(),
+            target: a.target.clone(),
+            code: a.code.clone(),
+            message: a.message.clone(),
+        })
+        .collect();
+    Ok(pb::HistoryResponse { entries, audit })
 }
 
 /// Whether `id` ever held a registry role here (reported readiness or a failure, or

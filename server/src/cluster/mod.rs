@@ -19,9 +19,9 @@ pub mod peer;
 pub mod promote;
 pub mod status;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::ServerState;
@@ -55,9 +55,6 @@ pub struct Cluster {
     leader_contact: Arc<LeaderContact>,
     lag_timeout: Duration,
     pub ready_timeout: Duration,
-    /// Client-port channels to other nodes, for forwarding admin calls to the leader and
-    /// Rank calls to healthy peers.
-    api_channels: Mutex<HashMap<String, tonic::transport::Channel>>,
     /// Who answers heartbeats: feeds Rank forwarding, cluster status and metrics.
     pub peer_table: Arc<heartbeat::PeerTable>,
     /// What this node says about itself (readiness, load) in heartbeats and status.
@@ -77,6 +74,8 @@ pub struct ClusterParts {
     pub heartbeat_interval: Duration,
     pub heartbeat_missed: u32,
     pub node: Arc<crate::node_state::NodeState>,
+    /// Mutual TLS for outbound peer connections; None only in insecure-dev mode.
+    pub peer_tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl Cluster {
@@ -97,6 +96,7 @@ impl Cluster {
             .openraft_config("rankd")
             .map_err(ClusterError::Raft)?;
         let peers = Peers::new(&p.timing, p.local_ip);
+        peers.set_tls(p.peer_tls);
         let raft = Raft::new(
             p.id,
             Arc::new(config),
@@ -127,7 +127,6 @@ impl Cluster {
             leader_contact,
             lag_timeout: p.lag_timeout,
             ready_timeout: p.ready_timeout,
-            api_channels: Mutex::new(HashMap::new()),
         });
         Ok((cluster, service))
     }
@@ -323,25 +322,21 @@ impl Cluster {
         }
     }
 
-    /// A client-port channel to `api_addr` (the leader's), kept for reuse.
-    pub fn api_channel(&self, api_addr: &str) -> Result<tonic::transport::Channel, ClusterError> {
-        let mut map = self.api_channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = map.get(api_addr) {
-            return Ok(c.clone());
-        }
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{api_addr}"))
-            .map_err(|e| ClusterError::Raft(format!("leader address {api_addr}: {e}")))?
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            // A leader that vanishes without closing the connection is noticed in seconds,
-            // and no forwarded call outlives the longest promotion wait.
-            .http2_keep_alive_interval(Duration::from_secs(1))
-            .keep_alive_timeout(Duration::from_secs(2))
-            .keep_alive_while_idle(true)
-            .timeout(self.ready_timeout + Duration::from_secs(30))
-            .connect_lazy();
-        map.insert(api_addr.to_string(), channel.clone());
-        Ok(channel)
+    /// A channel to node `id`'s peer port (mutual TLS with the cluster CA), for calls
+    /// this node forwards: admin writes to the leader, Rank calls to a healthy peer.
+    pub fn peer_channel(&self, id: NodeId) -> Result<tonic::transport::Channel, ClusterError> {
+        let node = self
+            .metrics()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .cloned()
+            .ok_or_else(|| ClusterError::Raft(format!("node {id} is not a member")))?;
+        let channels = self
+            .peers
+            .channels(id, &node)
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        Ok(channels.bulk)
     }
 }
 

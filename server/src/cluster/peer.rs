@@ -108,9 +108,10 @@ impl Peer for PeerService {
                 | Command::ReportReady { .. }
                 | Command::ReportFailed { .. }
                 | Command::ReportUnloaded { .. }
+                | Command::Audit { .. }
         ) {
             return Err(Status::permission_denied(
-                "peers may only forward Register and readiness reports",
+                "peers may only forward Register, readiness reports and audit records",
             ));
         }
         if !self.cluster.is_leader() {

@@ -351,3 +351,48 @@ fn serde_round_trip_of_commands_and_outcomes() {
 fn model_ref_displays_as_name_at_version() {
     assert_eq!(m("v1").to_string(), "ranker@v1");
 }
+
+// --- Audit ---
+
+fn audit(action: &str, n: u64) -> Command {
+    Command::Audit {
+        entry: AuditEntry {
+            at_ms: n,
+            principal: "ci-bot".into(),
+            role: "operator".into(),
+            node: 2,
+            action: action.into(),
+            target: "ranker@v1".into(),
+            code: "OK".into(),
+            message: String::new(),
+        },
+    }
+}
+
+#[test]
+fn audit_appends_and_changes_nothing_else() {
+    let mut h = Harness::new();
+    h.ok(register("v1", 1));
+    let before = h.reg.clone();
+    h.ok(audit("Promote", 1));
+    h.ok(audit("CreateBackup", 2));
+    let actions: Vec<_> = h.reg.audit.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["Promote", "CreateBackup"]);
+    let mut without = h.reg.clone();
+    without.audit.clear();
+    assert_eq!(without, before);
+}
+
+#[test]
+fn audit_keeps_the_newest_entries_within_the_bound() {
+    let mut h = Harness::new();
+    for n in 0..(AUDIT_RETAIN as u64 + 5) {
+        h.ok(audit("Promote", n));
+    }
+    assert_eq!(h.reg.audit.len(), AUDIT_RETAIN);
+    assert_eq!(h.reg.audit.front().map(|e| e.at_ms), Some(5));
+    assert_eq!(
+        h.reg.audit.back().map(|e| e.at_ms),
+        Some(AUDIT_RETAIN as u64 + 4)
+    );
+}

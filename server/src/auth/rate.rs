@@ -1,0 +1,188 @@
+//! Per-client rate limits: a token bucket per client identity, in front of a surface.
+//!
+//! The identity is the verified client certificate's subject, else the bearer token (by a
+//! prefix of its hash: the token itself is never kept), else the source IP. A client over
+//! its rate gets RESOURCE_EXHAUSTED at once; nothing queues. Each bucket holds one second
+//! of calls, so a client may burst to its rate after being idle.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use futures::future::{BoxFuture, FutureExt};
+use http::{Request, Response};
+use tokio::time::Instant;
+use tonic::body::Body;
+use tonic::Status;
+use tower::{Layer, Service};
+
+use crate::metrics::{Metrics, SurfaceLabel};
+use crate::tls::ConnInfo;
+
+/// Buckets kept before idle (full) ones are dropped: bounds memory under a flood of
+/// distinct source addresses.
+const MAX_CLIENTS: usize = 65_536;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Token buckets for one surface.
+#[derive(Debug)]
+pub struct RateLimiter {
+    surface: &'static str,
+    per_second: f64,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl RateLimiter {
+    pub fn new(surface: &'static str, per_second: u32) -> RateLimiter {
+        RateLimiter {
+            surface,
+            per_second: f64::from(per_second),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one call from `client`'s bucket; false when it is empty.
+    pub fn admit(&self, client: &str) -> bool {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= MAX_CLIENTS && !buckets.contains_key(client) {
+            let rate = self.per_second;
+            buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < rate);
+        }
+        let b = buckets.entry(client.to_owned()).or_insert(Bucket {
+            tokens: self.per_second,
+            at: now,
+        });
+        let refill = now.duration_since(b.at).as_secs_f64() * self.per_second;
+        b.tokens = (b.tokens + refill).min(self.per_second);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Who a call is from, for rate limiting.
+pub fn client_key<B>(req: &Request<B>) -> String {
+    let conn = req.extensions().get::<ConnInfo>();
+    if let Some(id) = conn.and_then(ConnInfo::client_identity) {
+        return format!("cert:{id}");
+    }
+    if let Some(token) = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        return format!("token:{}", &super::token_hash(token)[..16]);
+    }
+    match conn.and_then(|c| c.remote) {
+        Some(addr) => format!("ip:{}", addr.ip()),
+        None => "unknown".into(),
+    }
+}
+
+/// `limiter: None` passes every call through (the limit is configured off).
+#[derive(Clone)]
+pub struct RateLimitLayer {
+    pub limiter: Option<Arc<RateLimiter>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl RateLimitLayer {
+    /// `per_second` 0 means unlimited.
+    pub fn new(surface: &'static str, per_second: u32, metrics: Arc<Metrics>) -> RateLimitLayer {
+        RateLimitLayer {
+            limiter: (per_second > 0).then(|| Arc::new(RateLimiter::new(surface, per_second))),
+            metrics,
+        }
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+    fn layer(&self, inner: S) -> RateLimit<S> {
+        RateLimit {
+            layer: self.clone(),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RateLimit<S> {
+    layer: RateLimitLayer,
+    inner: S,
+}
+
+impl<S> Service<Request<Body>> for RateLimit<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Send,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let Some(limiter) = &self.layer.limiter else {
+            return self.inner.call(req).boxed();
+        };
+        let client = client_key(&req);
+        if limiter.admit(&client) {
+            return self.inner.call(req).boxed();
+        }
+        self.layer
+            .metrics
+            .auth
+            .rate_limited
+            .get_or_create(&SurfaceLabel {
+                surface: limiter.surface,
+            })
+            .inc();
+        let status = Status::resource_exhausted(format!(
+            "rate limit: this client ({client}) may make {} {} calls per second",
+            limiter.per_second, limiter.surface
+        ));
+        futures::future::ready(Ok(status.into_http())).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::RateLimiter;
+
+    #[tokio::test(start_paused = true)]
+    async fn each_client_gets_its_own_bucket_that_refills() {
+        let l = RateLimiter::new("rank", 3);
+        assert!((0..3).all(|_| l.admit("ip:10.0.0.1")));
+        assert!(!l.admit("ip:10.0.0.1"), "the fourth call within a second");
+        assert!(l.admit("ip:10.0.0.2"), "another client is not affected");
+        tokio::time::advance(Duration::from_millis(340)).await;
+        assert!(
+            l.admit("ip:10.0.0.1"),
+            "a third of a second refills one call"
+        );
+        assert!(!l.admit("ip:10.0.0.1"));
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(
+            (0..3).all(|_| l.admit("ip:10.0.0.1")),
+            "idle refills to the burst"
+        );
+        assert!(!l.admit("ip:10.0.0.1"), "but not beyond it");
+    }
+}
