@@ -1,7 +1,6 @@
 //! `rankctl backup create | list | verify | restore`.
 
 use anyhow::{Context, Result};
-use rankd_proto::admin::v1::admin_client::AdminClient;
 use rankd_proto::admin::v1::{
     Backup, CreateBackupRequest, ListBackupsRequest, VerifyBackupRequest,
 };
@@ -100,10 +99,8 @@ fn print_row(b: &Backup) {
     );
 }
 
-async fn client(addr: &str) -> Result<AdminClient<tonic::transport::Channel>> {
-    AdminClient::connect(addr.to_string())
-        .await
-        .with_context(|| format!("connecting to {addr}"))
+async fn client(addr: &str) -> Result<crate::conn::Admin> {
+    crate::conn::admin(addr).await
 }
 
 fn status(what: &'static str) -> impl FnOnce(tonic::Status) -> anyhow::Error {

@@ -1,14 +1,12 @@
 //! `rankctl cluster init | add-node | remove-node | status`: membership of the replicated
 //! registry, and the helpers the other cluster commands (promote.rs) share.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Subcommand;
-use rankd_proto::admin::v1::admin_client::AdminClient;
 use rankd_proto::admin::v1::{
     AddNodeRequest, ClusterMember, ClusterStatus, ClusterStatusRequest, InitClusterRequest,
     RemoveNodeRequest,
 };
-use tonic::transport::Channel;
 
 use crate::format::{render_status, status_json};
 
@@ -113,19 +111,12 @@ fn show(what: &str, status: &ClusterStatus) -> Result<()> {
     Ok(())
 }
 
-/// Connects to a node's Admin service; `host:port` without a scheme means plain http.
-pub async fn connect(addr: &str) -> Result<AdminClient<Channel>> {
-    let uri = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    AdminClient::connect(uri)
-        .await
-        .with_context(|| format!("connecting to {addr}"))
+/// Connects to a node's Admin service (see `conn` for TLS and the token).
+pub async fn connect(addr: &str) -> Result<crate::conn::Admin> {
+    crate::conn::admin(addr).await
 }
 
-pub async fn cluster_status(client: &mut AdminClient<Channel>) -> Result<ClusterStatus> {
+pub async fn cluster_status(client: &mut crate::conn::Admin) -> Result<ClusterStatus> {
     rpc(
         "cluster status",
         client.get_cluster_status(ClusterStatusRequest {}).await,

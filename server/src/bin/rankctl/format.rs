@@ -3,7 +3,9 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use rankd_proto::admin::v1::{ClusterStatus, Fence, HistoryEntry, NodeStatus, PromoteResponse};
+use rankd_proto::admin::v1::{
+    AuditEntry, ClusterStatus, Fence, HistoryEntry, NodeStatus, PromoteResponse,
+};
 use serde_json::{json, Value};
 
 /// How results are printed (`-o`): tables for people, or JSON for scripts. JSON is the
@@ -289,6 +291,40 @@ pub fn history_table(entries: &[HistoryEntry]) -> String {
         })
         .collect();
     table(HISTORY_COLUMNS, &rows)
+}
+
+const AUDIT_COLUMNS: &[(&str, bool)] = &[
+    ("at", false),
+    ("node", true),
+    ("principal", false),
+    ("role", false),
+    ("action", false),
+    ("target", false),
+    ("result", false),
+];
+
+/// The audit trail: one row per admin action, with the failure message after the code.
+pub fn audit_table(entries: &[AuditEntry]) -> String {
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            let result = if e.message.is_empty() {
+                e.code.clone()
+            } else {
+                format!("{}: {}", e.code, e.message)
+            };
+            vec![
+                rfc3339_utc(e.at_ms),
+                e.node.to_string(),
+                e.principal.clone(),
+                e.role.clone(),
+                e.action.clone(),
+                or_dash(&e.target).to_string(),
+                result,
+            ]
+        })
+        .collect();
+    table(AUDIT_COLUMNS, &rows)
 }
 
 /// Milliseconds since the Unix epoch as RFC 3339 UTC, to the second:

@@ -1,7 +1,9 @@
 //! `rankctl`: the operator's command line for a rankd node.
 
 mod backup;
+mod certs;
 mod cluster;
+mod conn;
 mod format;
 mod keys;
 mod models;
@@ -30,6 +32,8 @@ struct Cli {
         default_value = "table"
     )]
     output: format::Output,
+    #[command(flatten)]
+    conn: conn::ConnArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -88,11 +92,20 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:50051")]
         addr: String,
     },
-    /// The cluster's promotions and rollbacks, oldest first.
+    /// The cluster's promotions and rollbacks, oldest first; with --audit, every admin
+    /// action (who, what, when, result).
     History {
         #[arg(long, default_value = "http://127.0.0.1:50051")]
         addr: String,
+        #[arg(long)]
+        audit: bool,
     },
+    /// Bearer tokens for admin calls.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Certificates for TLS.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
 }
 
 #[derive(Subcommand)]
@@ -144,6 +157,19 @@ enum KeysCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new random token, and the [[auth.tokens]] entry (its hash) for rankd.toml.
+    Generate {
+        /// Who will hold it; recorded in the audit history.
+        #[arg(long)]
+        name: String,
+        /// reader | operator | admin
+        #[arg(long)]
+        role: String,
+    },
+}
+
 #[derive(clap::Args)]
 struct RankArgs {
     #[arg(long, default_value = "http://127.0.0.1:50051")]
@@ -179,6 +205,7 @@ enum QueryFile {
 async fn main() {
     let cli = Cli::parse();
     format::set_output(cli.output);
+    conn::set(cli.conn);
     let res = match cli.command {
         Command::Rank(args) => rank(args).await,
         Command::Health { addr } => health(addr).await,
@@ -203,7 +230,9 @@ async fn main() {
             requested_by,
             addr,
         } => promote::rollback(&addr, expect, requested_by).await,
-        Command::History { addr } => promote::history(&addr).await,
+        Command::History { addr, audit } => promote::history(&addr, audit).await,
+        Command::Token(TokenCommand::Generate { name, role }) => keys::token(&name, &role),
+        Command::Certs(cmd) => certs::run(cmd),
     };
     if let Err(e) = res {
         eprintln!("rankctl: {e:#}");
@@ -225,9 +254,7 @@ async fn rank(args: RankArgs) -> Result<()> {
         None if !file_candidates.is_empty() => file_candidates,
         None => bail!("no candidates: pass --candidates or put them in the query file"),
     };
-    let mut client = RankerClient::connect(args.addr.clone())
-        .await
-        .with_context(|| format!("connecting to {}", args.addr))?;
+    let mut client = RankerClient::new(conn::channel(&args.addr).await?);
     let mut req = tonic::Request::new(RankRequest {
         request_id: args.request_id,
         query,
@@ -261,12 +288,7 @@ async fn rank(args: RankArgs) -> Result<()> {
 }
 
 async fn health(addr: String) -> Result<()> {
-    let channel = tonic::transport::Endpoint::from_shared(addr.clone())
-        .with_context(|| format!("bad address {addr}"))?
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {addr}"))?;
-    let mut client = HealthClient::new(channel);
+    let mut client = HealthClient::new(conn::channel(&addr).await?);
     let mut report = serde_json::Map::new();
     for service in ["", "rankd.v1.Ranker"] {
         let status = client

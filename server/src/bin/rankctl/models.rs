@@ -6,20 +6,16 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use rankd_proto::admin::v1::admin_client::AdminClient;
 use rankd_proto::admin::v1::upload_model_request::Part;
 use rankd_proto::admin::v1::{
     ActivateModelRequest, ListModelsRequest, ModelRecord, RotateKeysRequest, UploadMetadata,
     UploadModelRequest,
 };
-use tonic::transport::Channel;
 
 const CHUNK: usize = 1 << 20;
 
-async fn connect(addr: &str) -> Result<AdminClient<Channel>> {
-    AdminClient::connect(addr.to_string())
-        .await
-        .with_context(|| format!("connecting to {addr}"))
+async fn connect(addr: &str) -> Result<crate::conn::Admin> {
+    crate::conn::admin(addr).await
 }
 
 fn status(what: &str) -> impl FnOnce(tonic::Status) -> anyhow::Error + '_ {

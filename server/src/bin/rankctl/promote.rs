@@ -5,11 +5,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use rankd_proto::admin::v1::admin_client::AdminClient;
 use rankd_proto::admin::v1::{
     ClusterStatus, HistoryRequest, PromoteRequest, QuorumPolicy, RollbackRequest,
 };
-use tonic::transport::Channel;
 
 use crate::cluster::{cluster_status, connect, describe_error, rpc};
 use crate::format::{history_table, outcome};
@@ -112,17 +110,24 @@ pub async fn rollback(addr: &str, expect: Option<String>, requested_by: String) 
     Ok(())
 }
 
-pub async fn history(addr: &str) -> Result<()> {
-    let entries = rpc(
+/// Promotions and rollbacks; with `audit`, every admin action instead.
+pub async fn history(addr: &str, audit: bool) -> Result<()> {
+    let resp = rpc(
         "history",
         connect(addr).await?.history(HistoryRequest {}).await,
-    )?
-    .entries;
-    if crate::format::json_output() {
-        return crate::format::print_json(&entries);
+    )?;
+    match (audit, crate::format::json_output()) {
+        (false, true) => crate::format::print_json(&resp.entries),
+        (true, true) => crate::format::print_json(&resp.audit),
+        (false, false) => {
+            print!("{}", history_table(&resp.entries));
+            Ok(())
+        }
+        (true, false) => {
+            print!("{}", crate::format::audit_table(&resp.audit));
+            Ok(())
+        }
     }
-    print!("{}", history_table(&entries));
-    Ok(())
 }
 
 /// The stages each node last reported for one version, to print only what changed.
@@ -144,7 +149,7 @@ impl Trail {
     }
 
     /// Polls the cluster status until dropped (the caller drops it when the RPC returns).
-    async fn follow(&mut self, mut client: AdminClient<Channel>) {
+    async fn follow(&mut self, mut client: crate::conn::Admin) {
         let mut tick = tokio::time::interval(POLL_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -153,7 +158,7 @@ impl Trail {
         }
     }
 
-    async fn poll(&mut self, client: &mut AdminClient<Channel>) {
+    async fn poll(&mut self, client: &mut crate::conn::Admin) {
         match tokio::time::timeout(POLL_TIMEOUT, cluster_status(client)).await {
             Ok(Ok(status)) => {
                 self.last_error = None;
