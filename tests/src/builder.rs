@@ -23,6 +23,8 @@ pub struct NodeBuilder {
     listen: String,
     metrics_listen: String,
     config_via_env: bool,
+    /// How the harness's own clients reach the node when its client port speaks TLS.
+    client_tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl Default for NodeBuilder {
@@ -47,6 +49,7 @@ impl NodeBuilder {
             listen: "127.0.0.1:0".into(),
             metrics_listen: "127.0.0.1:0".into(),
             config_via_env: false,
+            client_tls: None,
         }
         .node_id(&id)
         .bundle(&bundle_dir())
@@ -145,6 +148,12 @@ impl NodeBuilder {
         self
     }
 
+    /// The TLS settings the harness's clients use for this node (its client port is TLS).
+    pub fn client_tls(mut self, tls: tonic::transport::ClientTlsConfig) -> Self {
+        self.client_tls = Some(tls);
+        self
+    }
+
     /// Name the config file through `RANKD_CONFIG` instead of `--config`.
     pub fn config_via_env(mut self) -> Self {
         self.config_via_env = true;
@@ -182,7 +191,7 @@ impl NodeBuilder {
         let stderr = std::fs::File::create(&stderr_path).expect("creating the node's stderr log");
         cmd.stdout(Stdio::piped()).stderr(stderr);
         tracing::info!(node = %id.trim_matches('"'), dir = %dir.path().display(), "starting rankd");
-        Node::spawn(cmd, dir, config, stderr_path).await
+        Node::spawn(cmd, dir, config, stderr_path, self.client_tls.clone()).await
     }
 
     /// Runs `rankd serve` expecting it to refuse to start: waits for it to exit (up to

@@ -42,8 +42,10 @@ mod load;
 mod metrics;
 mod node;
 mod paths;
+mod pki;
 mod proxy;
 mod raw;
+pub mod secrets;
 mod site;
 mod tmpfs;
 mod upload;
@@ -58,13 +60,14 @@ pub use bundle::{
     ExampleQuery, GoldenCase, GoldenSet,
 };
 pub use cluster::{
-    is_deadline, node_status, same_fence, Cluster, ClusterBuilder, ELECTION_TIMEOUT, LOAD_TIMEOUT,
-    RPC_TIMEOUT,
+    is_deadline, node_status, same_fence, Bearer, CallerAdmin, Cluster, ClusterBuilder, Security,
+    ELECTION_TIMEOUT, LOAD_TIMEOUT, RPC_TIMEOUT,
 };
 pub use load::{LoadReport, Outcome, SteadyLoad};
 pub use metrics::{http_get, HttpResponse, MetricsSnapshot};
 pub use node::Node;
 pub use paths::{bundle_dir, rankctl_bin, rankd_bin, test_device, workspace_root};
+pub use pki::{IssuedCert, TestPki};
 pub use proxy::PeerProxy;
 pub use raw::{raw_rank_client, RawH2};
 pub use site::Site;

@@ -12,7 +12,7 @@ use rankd_proto::v1::ranker_client::RankerClient;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -33,6 +33,7 @@ pub struct Node {
     exited: Option<ExitStatus>,
     stderr_path: PathBuf,
     config_path: PathBuf,
+    client_tls: Option<ClientTlsConfig>,
     // Last: the directory must outlive the process writing into it.
     dir: TempDir,
 }
@@ -52,6 +53,7 @@ impl Node {
         dir: TempDir,
         config_path: PathBuf,
         stderr_path: PathBuf,
+        client_tls: Option<ClientTlsConfig>,
     ) -> Node {
         let mut child = cmd.spawn().expect("spawning rankd");
         let pid = Pid::from_raw(child.id().expect("a running child has a pid") as i32);
@@ -96,6 +98,7 @@ impl Node {
             exited: None,
             stderr_path,
             config_path,
+            client_tls,
             dir,
         }
     }
@@ -136,15 +139,32 @@ impl Node {
         read_lossy(&self.stderr_path)
     }
 
-    /// `http://host:port` of the gRPC listener.
+    /// `http://host:port` of the gRPC listener (`https://` when it speaks TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.grpc_addr)
+        let scheme = if self.client_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.grpc_addr)
     }
 
-    /// A fresh gRPC channel to the node (its own HTTP/2 connection).
+    /// The node's client port as an endpoint, with the harness's TLS settings when the
+    /// port speaks TLS.
+    pub fn endpoint_config(&self) -> Endpoint {
+        let endpoint = Endpoint::from_shared(self.endpoint()).expect("a valid endpoint URI");
+        match &self.client_tls {
+            Some(tls) => endpoint
+                .tls_config(tls.clone())
+                .expect("client TLS settings"),
+            None => endpoint,
+        }
+    }
+
+    /// A fresh gRPC channel to the node (its own HTTP/2 connection), over TLS when the
+    /// node's client port speaks it.
     pub async fn channel(&self) -> Channel {
-        Endpoint::from_shared(self.endpoint())
-            .expect("a valid endpoint URI")
+        self.endpoint_config()
             .connect_timeout(Duration::from_secs(10))
             .connect()
             .await
@@ -282,18 +302,21 @@ impl Drop for Node {
                 tail.join("\n")
             );
         }
-        if self.exited.is_some() {
-            return;
-        }
-        let _ = self.child.start_kill();
-        // Reap it here rather than leaving a zombie for the runtime: SIGKILL is immediate,
-        // so this only waits for the kernel to tear the process down.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            match self.child.try_wait() {
-                Ok(Some(_)) | Err(_) => return,
-                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+        if self.exited.is_none() {
+            let _ = self.child.start_kill();
+            // Reap it here rather than leaving a zombie for the runtime: SIGKILL is
+            // immediate, so this only waits for the kernel to tear the process down.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                match self.child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                }
             }
+        }
+        if !std::thread::panicking() {
+            let secrets = crate::secrets::from_config(&self.config_path);
+            crate::secrets::assert_absent(&format!("rankd {} log", self.id), &self.log(), &secrets);
         }
     }
 }

@@ -30,6 +30,7 @@
 //! starts several nodes that load models, and the test machines have two cores.
 
 mod registry;
+mod secure;
 mod serving;
 
 use std::collections::BTreeMap;
@@ -51,6 +52,7 @@ use crate::bundle::{example_query, manifest, ExampleQuery};
 use crate::node::Node;
 use crate::proxy::PeerProxy;
 use crate::wait_for;
+pub use secure::{Bearer, CallerAdmin, Security};
 pub use serving::{node_status, same_fence};
 
 /// How long a cluster may take to elect a leader (after start or after losing one). Raft
@@ -79,6 +81,7 @@ pub struct ClusterBuilder {
     /// Settings for one node only: (node id, key, TOML literal), applied after `settings`.
     node_settings: Vec<(u64, String, String)>,
     own_keyring: Vec<u64>,
+    secure: bool,
 }
 
 impl ClusterBuilder {
@@ -110,6 +113,13 @@ impl ClusterBuilder {
         self.set("cluster.lag_timeout_ms", &ms.to_string())
     }
 
+    /// TLS on every port and credentials on the admin API (see `secure.rs`): the harness
+    /// then calls as the admin identity "harness"; tests get tokens from [`Cluster::security`].
+    pub fn secure(mut self) -> Self {
+        self.secure = true;
+        self
+    }
+
     /// Node `id` gets a keyring of its own (key `node-<id>-key`) instead of the cluster's,
     /// so it cannot decrypt artifacts the others encrypt.
     pub fn own_keyring(mut self, id: u64) -> Self {
@@ -128,7 +138,9 @@ impl ClusterBuilder {
             .expect("a cluster directory");
         let keyring = root.path().join("keyring.toml");
         write_keyring(&keyring, "cluster-key");
+        let security = self.secure.then(|| secure::Security::new(root.path()));
         let mut c = Cluster {
+            security,
             members: BTreeMap::new(),
             builder: self.clone(),
             keyring,
@@ -213,18 +225,27 @@ pub struct Cluster {
     block: u8,
     query: ExampleQuery,
     model_name: String,
+    security: Option<secure::Security>,
     // Dropped after the nodes: their data lives here, and the slot frees last.
     root: TempDir,
     _slot: OwnedSemaphorePermit,
 }
 
 impl Cluster {
+    /// The CA, harness identity and tokens of a [`ClusterBuilder::secure`] cluster.
+    pub fn security(&self) -> &secure::Security {
+        self.security
+            .as_ref()
+            .expect("this cluster was not built with .secure()")
+    }
+
     pub fn builder(size: u64) -> ClusterBuilder {
         ClusterBuilder {
             size,
             settings: Vec::new(),
             node_settings: Vec::new(),
             own_keyring: Vec::new(),
+            secure: false,
         }
     }
 
@@ -257,6 +278,9 @@ impl Cluster {
             .set_str("cluster.peer_listen", &format!("{ip}:0"))
             .set_str("cluster.advertise_peer", &proxy.addr().to_string())
             .set_str("cluster.bootstrap", "join");
+        if let Some(sec) = &self.security {
+            b = sec.configure(b, id, ip);
+        }
         for (k, v) in &self.builder.settings {
             b = b.set(k, v);
         }
@@ -513,5 +537,22 @@ impl Cluster {
             .into_inner();
         self.members.get_mut(&id).expect("a member").removed = true;
         st
+    }
+}
+
+impl Drop for Cluster {
+    /// The tokens this cluster handed out must not appear in any node's log (the nodes
+    /// check their own keys and TLS keys themselves).
+    fn drop(&mut self) {
+        let Some(sec) = &self.security else { return };
+        if std::thread::panicking() {
+            return;
+        }
+        let tokens = [sec.reader_token.clone(), sec.operator_token.clone()];
+        for (id, m) in &self.members {
+            for node in m.node.iter().chain(m.dead.iter()) {
+                crate::secrets::assert_absent(&format!("node {id} log"), &node.log(), &tokens);
+            }
+        }
     }
 }

@@ -25,12 +25,18 @@ impl Cluster {
         fence
     }
 
-    pub async fn upload(&self, id: u64, version: &str) -> ModelRecord {
+    /// A copy of the test bundle renamed to `version`, made once per cluster.
+    pub fn version_dir(&self, version: &str) -> std::path::PathBuf {
         let dir = self.root.path().join("bundles").join(version);
         if !dir.join("manifest.json").exists() {
             copy_bundle(&dir);
             rewrite_manifest(&dir, |m| m["version"] = version.into());
         }
+        dir
+    }
+
+    pub async fn upload(&self, id: u64, version: &str) -> ModelRecord {
+        let dir = self.version_dir(version);
         tracing::info!(id, version, "uploading");
         let rec = upload_dir(&mut self.admin(id).await, &dir)
             .await

@@ -8,7 +8,7 @@ use rankd_proto::admin::v1::{ClusterStatus, ClusterStatusRequest, Fence, NodeSta
 use rankd_proto::client::{ClientConfig, FailoverClient};
 use rankd_proto::v1::ranker_client::RankerClient;
 use rankd_proto::v1::{RankRequest, RankResponse};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Status;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -22,8 +22,8 @@ impl Cluster {
 
     /// A plain channel to node `id`'s client port (connects on first use).
     pub fn channel(&self, id: u64) -> Channel {
-        Endpoint::from_shared(self.node(id).endpoint())
-            .expect("a valid endpoint")
+        self.node(id)
+            .endpoint_config()
             .connect_timeout(Duration::from_secs(5))
             .connect_lazy()
     }
