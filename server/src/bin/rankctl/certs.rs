@@ -31,12 +31,16 @@ pub fn run(cmd: CertsCommand) -> Result<()> {
     for n in &name {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name.push(DnType::CommonName, n.as_str());
+        params
+            .distinguished_name
+            .push(DnType::CommonName, n.as_str());
         for h in &hosts {
-            params.subject_alt_names.push(match h.parse::<std::net::IpAddr>() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName(h.as_str().try_into()?),
-            });
+            params
+                .subject_alt_names
+                .push(match h.parse::<std::net::IpAddr>() {
+                    Ok(ip) => SanType::IpAddress(ip),
+                    Err(_) => SanType::DnsName(h.as_str().try_into()?),
+                });
         }
         let cert = params.signed_by(&key, &ca)?;
         write(&out.join(format!("{n}.crt")), &cert.pem(), false)?;

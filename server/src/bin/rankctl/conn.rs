@@ -21,9 +21,19 @@ pub struct ConnArgs {
     #[arg(long, env = "RANKD_CA_CERT", global = true)]
     pub ca_cert: Option<PathBuf>,
     /// Client certificate (PEM) for mutual TLS, with --client-key.
-    #[arg(long, env = "RANKD_CLIENT_CERT", global = true, requires = "client_key")]
+    #[arg(
+        long,
+        env = "RANKD_CLIENT_CERT",
+        global = true,
+        requires = "client_key"
+    )]
     pub client_cert: Option<PathBuf>,
-    #[arg(long, env = "RANKD_CLIENT_KEY", global = true, requires = "client_cert")]
+    #[arg(
+        long,
+        env = "RANKD_CLIENT_KEY",
+        global = true,
+        requires = "client_cert"
+    )]
     pub client_key: Option<PathBuf>,
 }
 
@@ -72,7 +82,8 @@ pub async fn channel(addr: &str) -> Result<Channel> {
             config = config.ca_certificate(Certificate::from_pem(pem));
         }
         if let (Some(cert), Some(key)) = (&a.client_cert, &a.client_key) {
-            let cert = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+            let cert =
+                std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
             let key = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
             config = config.identity(Identity::from_pem(cert, key));
         }
@@ -96,5 +107,8 @@ pub async fn admin(addr: &str) -> Result<Admin> {
         ),
         None => None,
     };
-    Ok(AdminClient::with_interceptor(channel(addr).await?, Auth(token)))
+    Ok(AdminClient::with_interceptor(
+        channel(addr).await?,
+        Auth(token),
+    ))
 }
