@@ -110,6 +110,9 @@ pub struct ServerConfig {
     /// A separate port for the admin API (with its own `[tls.admin]`), so it can be
     /// firewalled apart from client traffic. Unset: admin shares `listen`.
     pub admin_listen: Option<SocketAddr>,
+    /// A plaintext port serving only `grpc.health.v1`, for probes that cannot speak TLS
+    /// (Kubernetes' native gRPC probes). It reveals serving status and nothing else.
+    pub health_listen: Option<SocketAddr>,
     /// HTTP/2 streams one client connection may have open at once; more are refused by
     /// the transport (REFUSED_STREAM) before any handler runs.
     pub max_concurrent_streams: u32,
@@ -235,6 +238,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             admin_listen: None,
+            health_listen: None,
             max_concurrent_streams: 256,
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             request_timeout_ms: 1000,
@@ -455,12 +459,22 @@ impl Config {
         if let Err(e) = self.raft.validate() {
             return bad("raft", e.to_string());
         }
-        if let Some(admin) = s.admin_listen {
-            if admin.port() != 0 && [s.listen, s.metrics_listen, c.peer_listen].contains(&admin) {
-                return bad(
-                    "server.admin_listen",
-                    "must differ from the client, metrics and peer addresses".into(),
-                );
+        for (field, addr) in [
+            ("server.admin_listen", s.admin_listen),
+            ("server.health_listen", s.health_listen),
+        ] {
+            if let Some(a) = addr {
+                if a.port() != 0 && [s.listen, s.metrics_listen, c.peer_listen].contains(&a) {
+                    return bad(
+                        field,
+                        "must differ from the client, metrics and peer addresses".into(),
+                    );
+                }
+            }
+        }
+        if let (Some(a), Some(h)) = (s.admin_listen, s.health_listen) {
+            if a == h && a.port() != 0 {
+                return bad("server.health_listen", "must differ from server.admin_listen".into());
             }
         }
         if s.max_concurrent_streams == 0 {

@@ -146,6 +146,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
+    let health_listener = match cfg.server.health_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let metrics_listener = bind(cfg.server.metrics_listen).await?;
     let peer_listener = bind(cfg.cluster.peer_listen).await?;
     let grpc_addr = local_addr(&grpc, cfg.server.listen)?;
@@ -410,7 +414,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             let addr = local_addr(&listener, cfg.server.listen)?;
             let server = Server::builder()
                 .max_concurrent_streams(Some(cfg.server.max_concurrent_streams))
-                .add_service(health_service)
+                .add_service(health_service.clone())
                 .add_service(reflection)
                 .add_service(reflection_alpha)
                 .add_service(public_admin)
@@ -419,6 +423,20 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
                     stopped(grpc_stopped.clone()),
                 );
             (router, Some((addr, tokio::spawn(server))))
+        }
+    };
+    // Probes that cannot speak TLS get the health service alone, in plaintext.
+    let health_server = match health_listener {
+        None => None,
+        Some(listener) => {
+            let addr = local_addr(&listener, cfg.server.listen)?;
+            let server = Server::builder()
+                .add_service(health_service)
+                .serve_with_incoming_shutdown(
+                    incoming_on(listener, None, "health", &metrics),
+                    stopped(grpc_stopped.clone()),
+                );
+            Some((addr, tokio::spawn(server)))
         }
     };
     let server = router.serve_with_incoming_shutdown(
@@ -432,10 +450,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         model = active.as_ref().map(|m| format!("{} version {} on {} {}", m.info.name, m.info.version, m.info.device, m.info.precision)).unwrap_or_else(|| "none (NOT_SERVING until one is activated)".into()),
         "serving");
     // One machine-readable line on stdout for supervisors and tests that bind port 0.
-    let admin_addr = admin_server
-        .as_ref()
-        .map(|(a, _)| format!(" admin={a}"))
-        .unwrap_or_default();
+    let admin_addr = [("admin", &admin_server), ("health", &health_server)]
+        .iter()
+        .filter_map(|(name, s)| s.as_ref().map(|(a, _)| format!(" {name}={a}")))
+        .collect::<String>();
     println!(
         "rankd: serving grpc={grpc_addr} metrics={metrics_addr} peer={peer_addr}{admin_addr} node={}",
         cfg.node_id
@@ -469,7 +487,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             "in-flight calls outlived the shutdown grace period"
         ),
     }
-    if let Some((_, task)) = admin_server {
+    for (_, task) in admin_server.into_iter().chain(health_server) {
         let _ = tokio::time::timeout(grace, task).await;
     }
     let _ = stop_background.send(true);

@@ -28,6 +28,7 @@ pub struct Node {
     grpc_addr: SocketAddr,
     metrics_addr: SocketAddr,
     peer_addr: Option<SocketAddr>,
+    listeners: Vec<(String, SocketAddr)>,
     child: Child,
     pid: Pid,
     exited: Option<ExitStatus>,
@@ -83,6 +84,7 @@ impl Node {
             metrics: metrics_addr,
             peer: peer_addr,
             node: id,
+            others: listeners,
         } = parse_serving_line(&line)
             .unwrap_or_else(|| panic!("unexpected first stdout line from rankd: {line:?}"));
         tracing::info!(node = %id, %grpc_addr, %metrics_addr, peer_addr = ?peer_addr, startup_ms = started.elapsed().as_millis() as u64, "rankd serving");
@@ -93,6 +95,7 @@ impl Node {
             grpc_addr,
             metrics_addr,
             peer_addr,
+            listeners,
             child,
             pid,
             exited: None,
@@ -119,6 +122,14 @@ impl Node {
     /// its serving line).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.peer_addr
+    }
+
+    /// An optional listener from the serving line: `"admin"` or `"health"`.
+    pub fn listener(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
     }
 
     pub fn pid(&self) -> i32 {
@@ -328,6 +339,8 @@ struct ServingLine {
     metrics: SocketAddr,
     peer: Option<SocketAddr>,
     node: String,
+    /// Optional listeners: `admin=`, `health=`.
+    others: Vec<(String, SocketAddr)>,
 }
 
 /// `rankd: serving grpc=ADDR metrics=ADDR [peer=ADDR] node=ID`. Tolerant: fields may come in
@@ -339,13 +352,19 @@ fn parse_serving_line(line: &str) -> Option<ServingLine> {
     let mut metrics = None;
     let mut peer = None;
     let mut node = None;
+    let mut others = Vec::new();
     for field in rest.split_whitespace() {
         match field.split_once('=') {
             Some(("grpc", v)) => grpc = v.parse().ok(),
             Some(("metrics", v)) => metrics = v.parse().ok(),
             Some(("peer", v)) => peer = v.parse().ok(),
             Some(("node", v)) => node = Some(v.to_string()),
-            _ => {}
+            Some((name, v)) => {
+                if let Ok(addr) = v.parse() {
+                    others.push((name.to_string(), addr));
+                }
+            }
+            None => {}
         }
     }
     Some(ServingLine {
@@ -353,6 +372,7 @@ fn parse_serving_line(line: &str) -> Option<ServingLine> {
         metrics: metrics?,
         peer,
         node: node?,
+        others,
     })
 }
 

@@ -35,7 +35,11 @@ fn plain_channel(addr: &str) -> tonic::transport::Channel {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plaintext_clients_are_refused_and_tls_clients_served() {
     init();
-    let c = Cluster::builder(1).secure().start().await;
+    let c = Cluster::builder(1)
+        .secure()
+        .set("server.health_listen", "\"127.0.0.1:0\"")
+        .start()
+        .await;
     c.serve_v1().await;
     let node = c.node(1);
     let client_addr = node.grpc_addr().to_string();
@@ -63,6 +67,22 @@ async fn plaintext_clients_are_refused_and_tls_clients_served() {
         .await
         .expect_err("plaintext must not reach the peer port");
     assert_ne!(err.code(), tonic::Code::Ok);
+
+    tracing::info!("--- the plaintext health port answers probes, and serves nothing else");
+    let health = node.listener("health").expect("a health port").to_string();
+    let status = HealthClient::new(plain_channel(&health))
+        .check(HealthCheckRequest {
+            service: "rankd.v1.Ranker".into(),
+        })
+        .await
+        .expect("a plaintext probe")
+        .into_inner();
+    assert_eq!(status.status, rankd_tests::ServingStatus::Serving as i32);
+    let err = RankerClient::new(plain_channel(&health))
+        .rank(c.example_request())
+        .await
+        .expect_err("Rank is not on the health port");
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
 
     tracing::info!("--- over TLS, without a client certificate, Rank works");
     let tls = c.security().pki.client_tls(None);
@@ -207,4 +227,39 @@ async fn a_rotated_certificate_is_served_without_a_restart() {
         .metric_value("rankd_tls_reloads_total{port=\"client\",result=\"ok\"}")
         .await;
     assert!(reloads >= Some(1.0), "reloads: {reloads:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_failover_client_ranks_over_tls() {
+    init();
+    let c = Cluster::builder(3).secure().start().await;
+    c.serve_v1().await;
+    let tls = c.security().pki.client_tls(None);
+    let config = rankd_proto::client::ClientConfig {
+        tls: Some(tls),
+        ..Default::default()
+    };
+    tracing::info!("--- one address is enough: the others are discovered, over TLS too");
+    let client = rankd_proto::client::FailoverClient::connect(
+        vec![c.node(1).grpc_addr().to_string()],
+        config,
+    )
+    .await
+    .expect("a failover client");
+    assert!(
+        client.wait_healthy(3, Duration::from_secs(30)).await,
+        "healthy nodes: {:?}",
+        client.nodes()
+    );
+    let resp = client.rank(c.example_request()).await.expect("rank");
+    assert_eq!(resp.items.len(), 5);
+
+    tracing::info!("--- without TLS settings the same client finds no healthy node");
+    let plain = rankd_proto::client::FailoverClient::connect(
+        vec![c.node(1).grpc_addr().to_string()],
+        rankd_proto::client::ClientConfig::default(),
+    )
+    .await
+    .expect("a failover client");
+    assert!(!plain.wait_healthy(1, Duration::from_secs(2)).await);
 }

@@ -59,6 +59,10 @@ pub struct ClientConfig {
     /// Hedging of slow calls; off (`None`) by default, because a hedge doubles the work a
     /// slow call costs the cluster.
     pub hedge: Option<HedgeConfig>,
+    /// TLS for every node connection (a CA to trust, and a client identity for mutual
+    /// TLS); `None`, the default, connects in plaintext, which only a node running
+    /// `tls.mode = "insecure-dev"` accepts.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
     /// Latency a node is assumed to have before it has answered anything (the peak-EWMA
     /// starting point). Default 10 ms.
     pub default_rtt: Duration,
@@ -91,6 +95,7 @@ impl Default for ClientConfig {
             min_retry_time: Duration::from_millis(5),
             retry_budget: RetryBudgetConfig::default(),
             hedge: None,
+            tls: None,
             default_rtt: Duration::from_millis(10),
             ewma_decay: Duration::from_secs(2),
             buffer_capacity: 1024,

@@ -162,11 +162,16 @@ impl Pool {
         key: NodeKey,
         origin: NodeOrigin,
     ) -> Result<bool, ClientError> {
-        let endpoint = Endpoint::from_shared(format!("http://{key}"))
-            .map_err(|e| ClientError::InvalidAddress {
-                address: key.to_string(),
-                reason: e.to_string(),
-            })?
+        let invalid = |e: tonic::transport::Error| ClientError::InvalidAddress {
+            address: key.to_string(),
+            reason: e.to_string(),
+        };
+        let scheme = if self.config.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{key}")).map_err(invalid)?;
+        if let Some(tls) = &self.config.tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(invalid)?;
+        }
+        let endpoint = endpoint
             .connect_timeout(self.config.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(self.config.http2_keepalive_interval)
