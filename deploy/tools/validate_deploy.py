@@ -196,8 +196,9 @@ def rankd_invariants(docs: list[dict[str, Any]], gpu: bool) -> list[str]:
     if rankd is None:
         return errors + ["StatefulSet rankd has no container named rankd"]
     ready = rankd.get("readinessProbe", {}).get("grpc")
-    if not ready or ready.get("port") != 50051 or ready.get("service") not in ("", "rankd.v1.Ranker"):
-        errors.append("the readiness probe must be a gRPC health probe on port 50051 (service rankd.v1.Ranker)")
+    # The kubelet's gRPC probe cannot speak TLS: probes go to the plaintext health port.
+    if not ready or ready.get("port") != 50081 or ready.get("service") not in ("", "rankd.v1.Ranker"):
+        errors.append("the readiness probe must be a gRPC health probe on the health port 50081 (service rankd.v1.Ranker)")
     if not rankd.get("livenessProbe"):
         errors.append("the rankd container has no liveness probe")
     mounts = {m["mountPath"] for m in rankd.get("volumeMounts", [])}
@@ -656,7 +657,8 @@ def main() -> int:
         n = 0
         for name, svc in doc["services"].items():
             env = svc.get("environment") or {}
-            if not any(k.startswith("RANKD_") for k in env):
+            # Nodes, not the rankctl one-shots (their RANKD_TOKEN/RANKD_CA_CERT are rankctl's).
+            if "RANKD_NODE_ID" not in env:
                 continue
             n += 1
             check_config(text, {k: str(v) for k, v in env.items()}, f"compose service {name}")

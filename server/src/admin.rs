@@ -44,6 +44,7 @@ impl Admin for AdminService {
         let who = request
             .extensions()
             .get::<crate::auth::Principal>()
+            .filter(|p| p.name != crate::auth::ANONYMOUS)
             .map(|p| p.name.clone());
         let (record, loaded) = self.upload(request.into_inner(), who).await.map_err(|e| {
             tracing::warn!(error = %e, "upload refused");

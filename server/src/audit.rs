@@ -16,7 +16,7 @@ use rankd_raft::{AuditEntry, Command, NodeId};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::admin::AdminService;
-use crate::auth::Principal;
+use crate::auth::{Principal, ANONYMOUS};
 use crate::cluster::Cluster;
 
 /// Writes audit entries to the registry without holding up the caller's answer.
@@ -209,7 +209,9 @@ impl Admin for AuditedAdmin {
     ) -> Result<Response<pb::PromoteResponse>, Status> {
         let who = principal(&r);
         let target = at(&r.get_ref().name, &r.get_ref().version);
-        r.get_mut().requested_by = who.name.clone();
+        if who.name != ANONYMOUS {
+            r.get_mut().requested_by = who.name.clone();
+        }
         self.audited(who, "Promote", target, self.inner.promote(r))
             .await
     }
@@ -219,7 +221,9 @@ impl Admin for AuditedAdmin {
         mut r: Request<pb::RollbackRequest>,
     ) -> Result<Response<pb::PromoteResponse>, Status> {
         let who = principal(&r);
-        r.get_mut().requested_by = who.name.clone();
+        if who.name != ANONYMOUS {
+            r.get_mut().requested_by = who.name.clone();
+        }
         self.audited(who, "Rollback", String::new(), self.inner.rollback(r))
             .await
     }

@@ -53,6 +53,11 @@ impl fmt::Display for Role {
     }
 }
 
+/// The principal of a call without a credential under `auth.mode = "insecure-dev"`. Its
+/// calls keep the `requested_by`/`uploaded_by` the client sent, since nobody was
+/// authenticated to put there instead.
+pub const ANONYMOUS: &str = "anonymous";
+
 /// The authenticated caller of an admin RPC, in the request's extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -161,7 +166,7 @@ impl Authenticator {
         }
         match self.mode {
             SecurityMode::InsecureDev => Ok(Principal {
-                name: "anonymous".into(),
+                name: ANONYMOUS.into(),
                 role: Role::Admin,
             }),
             SecurityMode::Required => Err(Status::unauthenticated(
