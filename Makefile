@@ -16,7 +16,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: run test build build-debug model venv bench bench-gpu fmt lint clean cluster cluster-down drill \
-	test-rules validate-deploy
+	test-rules validate-deploy fuzz-smoke
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: deploy/requirements.txt
@@ -64,7 +64,7 @@ fmt: venv
 lint: venv
 	cargo clippy --workspace --all-targets -- -D warnings
 
-test: model fmt lint build-debug test-rules validate-deploy
+test: model fmt lint build-debug test-rules validate-deploy fuzz-smoke
 	cargo test --workspace
 
 bench: model build
@@ -100,6 +100,10 @@ $(TOOLS)/venv/.installed: deploy/tools/requirements.txt
 # proof that both reject bad input.
 test-rules: $(PROMTOOL)
 	deploy/tools/test-rules.sh $(CURDIR)/$(PROMTOOL)
+
+# Fuzz targets (fuzz/, docs/fuzzing.md), 20 s each; installs cargo-fuzz into .tools/ on first use.
+fuzz-smoke:
+	deploy/tools/fuzz-smoke.sh
 
 # Kubernetes manifests (kustomize-rendered, schema-validated), compose, Prometheus config,
 # Grafana dashboard, Dockerfile; each check also proven to reject a bad input.

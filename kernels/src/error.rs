@@ -53,38 +53,9 @@ pub enum KernelError {
     Torch(String),
 }
 
-/// A request that does not fit the loaded model. Each variant names the offending field so
-/// the server can answer INVALID_ARGUMENT precisely.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum InputError {
-    #[error("query: expected {expected} features, got {actual}")]
-    QueryDim { expected: usize, actual: usize },
-    #[error("query[{index}]: feature is {value}, every feature must be finite")]
-    QueryNotFinite { index: usize, value: f32 },
-    #[error("candidate_ids: must not be empty")]
-    NoCandidates,
-    #[error(
-        "candidate_ids[{index}]: id {id} is not in the item table (valid ids are 0..{item_count})"
-    )]
-    UnknownId {
-        index: usize,
-        id: i64,
-        item_count: usize,
-    },
-    #[error("top_k: must be at least 1")]
-    ZeroTopK,
-}
-
-impl InputError {
-    /// The request field this error is about, for structured error details and metrics.
-    pub fn field(&self) -> &'static str {
-        match self {
-            InputError::QueryDim { .. } | InputError::QueryNotFinite { .. } => "query",
-            InputError::NoCandidates | InputError::UnknownId { .. } => "candidate_ids",
-            InputError::ZeroTopK => "top_k",
-        }
-    }
-}
+/// A request that does not fit the loaded model; defined next to the checks, in
+/// [`rankd_proto::request`], which needs no libtorch.
+pub use rankd_proto::request::InputError;
 
 /// libtorch errors carry a C++ backtrace after the first line; operators need the first line.
 pub(crate) fn torch_err(e: tch::TchError) -> KernelError {

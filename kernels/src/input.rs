@@ -1,17 +1,17 @@
 //! Request shapes shared by the engine and the server, and the checks that keep a request
 //! from ever reaching libtorch with data that could crash it (an out-of-range id would be a
 //! device-side assert on CUDA, which poisons the whole context).
+//!
+//! The checks themselves live in [`rankd_proto::request`], free of libtorch, so the server's
+//! Rank handler, this engine and the fuzz targets (fuzz/) all run the same code; this module
+//! applies them to a loaded model's [`ModelInfo`].
+
+use rankd_proto::request::{self, Schema};
 
 use crate::error::InputError;
 use crate::ModelInfo;
 
-/// One request's worth of input, borrowed from the caller.
-#[derive(Debug, Clone, Copy)]
-pub struct RankInput<'a> {
-    pub query: &'a [f32],
-    pub candidates: &'a [i64],
-    pub top_k: usize,
-}
+pub use rankd_proto::request::RankInput;
 
 /// The best `min(top_k, candidates)` items, best first.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,38 +20,20 @@ pub struct Ranked {
     pub scores: Vec<f32>,
 }
 
-/// Checks `input` against the model's schema. O(query + candidates), no allocation.
+impl ModelInfo {
+    /// The input schema a request is checked against.
+    pub fn schema(&self) -> Schema {
+        Schema {
+            query_dim: self.query_dim,
+            item_count: self.item_count,
+        }
+    }
+}
+
+/// Checks `input` against the model's schema ([`request::validate`]). O(query +
+/// candidates), no allocation.
 pub fn validate(info: &ModelInfo, input: &RankInput<'_>) -> Result<(), InputError> {
-    if input.query.len() != info.query_dim {
-        return Err(InputError::QueryDim {
-            expected: info.query_dim,
-            actual: input.query.len(),
-        });
-    }
-    if let Some((index, &value)) = input.query.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-        return Err(InputError::QueryNotFinite { index, value });
-    }
-    if input.candidates.is_empty() {
-        return Err(InputError::NoCandidates);
-    }
-    let item_count = info.item_count;
-    let in_range = |id: i64| usize::try_from(id).is_ok_and(|u| u < item_count);
-    if let Some((index, &id)) = input
-        .candidates
-        .iter()
-        .enumerate()
-        .find(|(_, &id)| !in_range(id))
-    {
-        return Err(InputError::UnknownId {
-            index,
-            id,
-            item_count,
-        });
-    }
-    if input.top_k == 0 {
-        return Err(InputError::ZeroTopK);
-    }
-    Ok(())
+    request::validate(&info.schema(), input)
 }
 
 #[cfg(test)]
@@ -59,8 +41,9 @@ mod tests {
     use super::*;
     use crate::Precision;
 
-    fn info() -> ModelInfo {
-        ModelInfo {
+    #[test]
+    fn checks_against_the_models_schema() {
+        let info = ModelInfo {
             name: "m".into(),
             version: "1".into(),
             query_dim: 2,
@@ -68,55 +51,27 @@ mod tests {
             item_count: 10,
             device: "cpu".into(),
             precision: Precision::Fp32,
-        }
-    }
-
-    fn check(query: &[f32], candidates: &[i64], top_k: usize) -> Result<(), InputError> {
-        validate(
-            &info(),
-            &RankInput {
-                query,
-                candidates,
-                top_k,
-            },
-        )
-    }
-
-    #[test]
-    fn accepts_a_good_request() {
-        assert_eq!(check(&[0.0, 1.0], &[0, 9], 5), Ok(()));
-    }
-
-    #[test]
-    fn names_each_problem() {
+        };
+        let input = |query, candidates| RankInput {
+            query,
+            candidates,
+            top_k: 5,
+        };
+        assert_eq!(validate(&info, &input(&[0.0, 1.0], &[0, 9])), Ok(()));
         assert_eq!(
-            check(&[0.0], &[1], 1),
+            validate(&info, &input(&[0.0], &[1])),
             Err(InputError::QueryDim {
                 expected: 2,
                 actual: 1
             })
         );
-        assert!(matches!(
-            check(&[0.0, f32::NAN], &[1], 1),
-            Err(InputError::QueryNotFinite { index: 1, .. })
-        ));
-        assert!(matches!(
-            check(&[f32::INFINITY, 0.0], &[1], 1),
-            Err(InputError::QueryNotFinite { index: 0, .. })
-        ));
-        assert_eq!(check(&[0.0, 0.0], &[], 1), Err(InputError::NoCandidates));
         assert_eq!(
-            check(&[0.0, 0.0], &[3, 10], 1),
+            validate(&info, &input(&[0.0, 1.0], &[10])),
             Err(InputError::UnknownId {
-                index: 1,
+                index: 0,
                 id: 10,
                 item_count: 10
             })
         );
-        assert!(matches!(
-            check(&[0.0, 0.0], &[-1], 1),
-            Err(InputError::UnknownId { id: -1, .. })
-        ));
-        assert_eq!(check(&[0.0, 0.0], &[1], 0), Err(InputError::ZeroTopK));
     }
 }

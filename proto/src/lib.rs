@@ -36,6 +36,10 @@ pub mod inference {
     tonic::include_proto!("inference");
 }
 
+/// What a valid `rankd.v1.RankRequest` is: the checks the Rank handler and the engine run
+/// before inference, free of libtorch so the fuzz targets (fuzz/) build without it.
+pub mod request;
+
 /// The failover client a search frontend links: heartbeat-driven ejection, p2c balancing on
 /// peak-EWMA latency, retries on another node within the deadline, hedging.
 #[cfg(feature = "client")]

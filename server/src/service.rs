@@ -1,12 +1,10 @@
 //! `rankd.v1.Ranker`: request validation, hand-off to the batching scheduler, response.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use rankd_kernels::{validate, RankInput};
+use rankd_proto::request::{check_candidate_count, check_rank_request, RequestError};
 use rankd_proto::v1::ranker_server::Ranker;
 use rankd_proto::v1::{Fence, RankRequest, RankResponse, ScoredItem};
 use tokio::sync::oneshot;
@@ -49,22 +47,14 @@ impl RankService {
     }
 
     /// Checks everything the engine would and the server's own limits, so a bad request is
-    /// refused before it takes a queue slot.
+    /// refused before it takes a queue slot. The checks are `rankd_proto::request`'s, the
+    /// same code the engine and the fuzz targets run; the candidate limit holds with or
+    /// without a model, so it comes before the model lookup.
     fn check(&self, req: &RankRequest) -> Result<(), ServeError> {
-        if req.candidate_ids.len() > self.max_candidates {
-            return Err(ServeError::TooManyCandidates {
-                count: req.candidate_ids.len(),
-                max: self.max_candidates,
-            });
-        }
-        let input = RankInput {
-            query: &req.query,
-            candidates: &req.candidate_ids,
-            top_k: req.top_k as usize,
-        };
+        check_candidate_count(req.candidate_ids.len(), self.max_candidates).map_err(refused)?;
         let model = self.slot.current().ok_or(ServeError::NoModel)?;
-        validate(&model.info, &input)?;
-        find_duplicate(input.candidates)
+        check_rank_request(req, &model.info.schema(), self.max_candidates).map_err(refused)?;
+        Ok(())
     }
 
     fn request_id(&self, given: &str) -> String {
@@ -212,40 +202,17 @@ fn trace_id(meta: &tonic::metadata::MetadataMap) -> Option<String> {
     (hex(version, 2) && hex(trace, 32) && !all_zero).then(|| trace.to_ascii_lowercase())
 }
 
-/// Duplicate ids are refused rather than silently merged: a frontend that sends one has a
-/// bug in its retrieval merge, and a deduplicated answer would hide it. The error names both
-/// positions.
-fn find_duplicate(ids: &[i64]) -> Result<(), ServeError> {
-    let mut seen: HashMap<i64, usize, BuildHasherDefault<IdHasher>> =
-        HashMap::with_capacity_and_hasher(ids.len(), BuildHasherDefault::default());
-    for (second, &id) in ids.iter().enumerate() {
-        if let Some(&first) = seen.get(&id) {
-            return Err(ServeError::DuplicateCandidate { first, second, id });
+/// A request refused before inference, as the status the server answers (`ServeError`
+/// owns the codes; the messages are the same).
+fn refused(e: RequestError) -> ServeError {
+    match e {
+        RequestError::Input(e) => ServeError::Input(e),
+        RequestError::TooManyCandidates { count, max } => {
+            ServeError::TooManyCandidates { count, max }
         }
-        seen.insert(id, second);
-    }
-    Ok(())
-}
-
-/// Item ids are already well spread integers; a multiplicative hash is enough and several
-/// times cheaper than SipHash on the request path. (Not exposed to untrusted keys beyond
-/// one request's bounded candidate list.)
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        RequestError::DuplicateCandidate { first, second, id } => {
+            ServeError::DuplicateCandidate { first, second, id }
         }
-    }
-    fn write_i64(&mut self, v: i64) {
-        self.0 = (v as u64)
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            .rotate_left(29);
     }
 }
 
@@ -279,19 +246,31 @@ mod tests {
     }
 
     #[test]
-    fn duplicates_are_named_by_both_positions() {
-        assert!(find_duplicate(&[1, 2, 3]).is_ok());
-        let err = find_duplicate(&[5, 6, 7, 6]).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                ServeError::DuplicateCandidate {
+    fn refusals_keep_their_message_and_get_their_code() {
+        use rankd_proto::request::InputError;
+        use tonic::Code;
+        let cases = [
+            (
+                RequestError::Input(InputError::ZeroTopK),
+                Code::InvalidArgument,
+            ),
+            (
+                RequestError::TooManyCandidates { count: 5, max: 4 },
+                Code::OutOfRange,
+            ),
+            (
+                RequestError::DuplicateCandidate {
                     first: 1,
                     second: 3,
-                    id: 6
-                }
+                    id: 6,
+                },
+                Code::InvalidArgument,
             ),
-            "{err}"
-        );
+        ];
+        for (e, code) in cases {
+            let msg = e.to_string();
+            let status = Status::from(refused(e));
+            assert_eq!((status.code(), status.message()), (code, msg.as_str()));
+        }
     }
 }
