@@ -474,7 +474,10 @@ impl Config {
         }
         if let (Some(a), Some(h)) = (s.admin_listen, s.health_listen) {
             if a == h && a.port() != 0 {
-                return bad("server.health_listen", "must differ from server.admin_listen".into());
+                return bad(
+                    "server.health_listen",
+                    "must differ from server.admin_listen".into(),
+                );
             }
         }
         if s.max_concurrent_streams == 0 {

@@ -166,7 +166,11 @@ impl Pool {
             address: key.to_string(),
             reason: e.to_string(),
         };
-        let scheme = if self.config.tls.is_some() { "https" } else { "http" };
+        let scheme = if self.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{key}")).map_err(invalid)?;
         if let Some(tls) = &self.config.tls {
             endpoint = endpoint.tls_config(tls.clone()).map_err(invalid)?;

@@ -88,10 +88,9 @@ impl TlsConfig {
         let missing = |section: &'static str| {
             Err((
                 section,
-                format!(
-                    "is required: configure certificates for this port (docs/security.md), or set \
-                     tls.mode = \"insecure-dev\" to run it in plaintext"
-                ),
+                "is required: configure certificates for this port (docs/security.md), or set \
+                 tls.mode = \"insecure-dev\" to run it in plaintext"
+                    .to_string(),
             ))
         };
         if self.client.is_none() {
