@@ -2,6 +2,7 @@
 
 use rankd_artifact::{ArtifactError, StoreError};
 use rankd_kernels::{InputError, KernelError};
+use rankd_proto::request::RequestError;
 use tonic::{Code, Status};
 
 use crate::model::LoadError;
@@ -11,14 +12,10 @@ use crate::model::LoadError;
 pub enum ServeError {
     #[error(transparent)]
     Input(#[from] InputError),
-    #[error("candidate_ids: {count} candidates exceed this server's limit of {max}")]
-    TooManyCandidates { count: usize, max: usize },
-    #[error("candidate_ids[{second}]: id {id} duplicates candidate_ids[{first}]")]
-    DuplicateCandidate {
-        first: usize,
-        second: usize,
-        id: i64,
-    },
+    /// Refused by the request checks before taking a queue slot (`rankd_proto::request`,
+    /// which owns the messages).
+    #[error(transparent)]
+    Request(#[from] RequestError),
     #[error("inference queue is full ({capacity} requests waiting); retry on another replica")]
     QueueFull { capacity: usize },
     #[error("waited {waited_ms} ms in the inference queue, over batching.max_queue_wait_ms ({limit_ms} ms); retry on another replica")]
@@ -40,8 +37,8 @@ pub enum ServeError {
 impl ServeError {
     pub fn code(&self) -> Code {
         match self {
-            ServeError::Input(_) | ServeError::DuplicateCandidate { .. } => Code::InvalidArgument,
-            ServeError::TooManyCandidates { .. } => Code::OutOfRange,
+            ServeError::Request(RequestError::TooManyCandidates { .. }) => Code::OutOfRange,
+            ServeError::Input(_) | ServeError::Request(_) => Code::InvalidArgument,
             ServeError::QueueFull { .. }
             | ServeError::QueueWait { .. }
             | ServeError::Overloaded { .. } => Code::ResourceExhausted,
@@ -298,15 +295,15 @@ mod tests {
                 Code::InvalidArgument,
             ),
             (
-                ServeError::TooManyCandidates { count: 5, max: 4 },
+                ServeError::Request(RequestError::TooManyCandidates { count: 5, max: 4 }),
                 Code::OutOfRange,
             ),
             (
-                ServeError::DuplicateCandidate {
+                ServeError::Request(RequestError::DuplicateCandidate {
                     first: 0,
                     second: 1,
                     id: 7,
-                },
+                }),
                 Code::InvalidArgument,
             ),
             (
@@ -341,11 +338,11 @@ mod tests {
 
     #[test]
     fn messages_name_the_field() {
-        let s = Status::from(ServeError::DuplicateCandidate {
+        let s = Status::from(ServeError::Request(RequestError::DuplicateCandidate {
             first: 2,
             second: 9,
             id: 41,
-        });
+        }));
         assert_eq!(
             s.message(),
             "candidate_ids[9]: id 41 duplicates candidate_ids[2]"

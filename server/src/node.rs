@@ -23,8 +23,8 @@ use tonic::transport::Server;
 
 use crate::admin::AdminService;
 use crate::audit::{AuditedAdmin, Auditor};
-use crate::auth::layer::{AdminAuthLayer, ForwardedAuthLayer};
-use crate::auth::rate::RateLimitLayer;
+use crate::auth::layer::{AdminAuth, ForwardedAuth};
+use crate::auth::rate::RateLimit;
 use crate::auth::Authenticator;
 use crate::cluster::fetch::Reconciler;
 use crate::cluster::peer::PeerService;
@@ -40,6 +40,7 @@ use crate::node_state::NodeState;
 use crate::oip::{self, OipService};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::service::RankService;
+use crate::stack::guard::GuardLayer;
 use crate::stack::late::LateCell;
 use crate::stack::{serving_stack, Routed, StackConfig};
 use crate::tls::NodeTls;
@@ -327,22 +328,22 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     });
     // Upload chunks are a few MiB; the message limit only bounds one chunk.
     const UPLOAD_CHUNK_LIMIT: usize = 16 << 20;
-    peer_admin.set(Route::new(ForwardedAuthLayer.layer(
+    peer_admin.set(Route::new(GuardLayer(ForwardedAuth).layer(
         AdminServer::from_arc(admin.clone()).max_decoding_message_size(UPLOAD_CHUNK_LIMIT),
     )));
     peer_rank.set(Route::new(rank.clone()));
     let auditor = Auditor::new(cluster.clone());
     let public_admin = ServiceBuilder::new()
-        .layer(RateLimitLayer::new(
+        .layer(GuardLayer(RateLimit::new(
             "admin",
             cfg.auth.admin_rate_per_client,
             metrics.clone(),
-        ))
-        .layer(AdminAuthLayer {
+        )))
+        .layer(GuardLayer(AdminAuth {
             auth: Arc::new(Authenticator::new(&cfg.auth)),
             metrics: metrics.clone(),
             auditor: auditor.clone(),
-        })
+        }))
         .service(
             AdminServer::new(AuditedAdmin {
                 inner: admin,
@@ -352,8 +353,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         );
     let public_admin = Routed::<_, AdminServer<AuditedAdmin>>::new(Route::new(public_admin));
     let client_rank = Routed::<_, RankerServer<RankService>>::new(
-        RateLimitLayer::new("rank", cfg.auth.rank_rate_per_client, metrics.clone())
-            .layer(rank.clone()),
+        GuardLayer(RateLimit::new(
+            "rank",
+            cfg.auth.rank_rate_per_client,
+            metrics.clone(),
+        ))
+        .layer(rank.clone()),
     );
     let reflection = reflection_builder()
         .build_v1()

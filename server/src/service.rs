@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use rankd_proto::request::{check_candidate_count, check_rank_request, RequestError};
+use rankd_proto::request::{check_candidate_count, check_rank_request};
 use rankd_proto::v1::ranker_server::Ranker;
 use rankd_proto::v1::{Fence, RankRequest, RankResponse, ScoredItem};
 use tokio::sync::oneshot;
@@ -51,9 +51,11 @@ impl RankService {
     /// same code the engine and the fuzz targets run; the candidate limit holds with or
     /// without a model, so it comes before the model lookup.
     fn check(&self, req: &RankRequest) -> Result<(), ServeError> {
-        check_candidate_count(req.candidate_ids.len(), self.max_candidates).map_err(refused)?;
+        check_candidate_count(req.candidate_ids.len(), self.max_candidates)
+            .map_err(ServeError::Request)?;
         let model = self.slot.current().ok_or(ServeError::NoModel)?;
-        check_rank_request(req, &model.info.schema(), self.max_candidates).map_err(refused)?;
+        check_rank_request(req, &model.info.schema(), self.max_candidates)
+            .map_err(ServeError::Request)?;
         Ok(())
     }
 
@@ -202,20 +204,6 @@ fn trace_id(meta: &tonic::metadata::MetadataMap) -> Option<String> {
     (hex(version, 2) && hex(trace, 32) && !all_zero).then(|| trace.to_ascii_lowercase())
 }
 
-/// A request refused before inference, as the status the server answers (`ServeError`
-/// owns the codes; the messages are the same).
-fn refused(e: RequestError) -> ServeError {
-    match e {
-        RequestError::Input(e) => ServeError::Input(e),
-        RequestError::TooManyCandidates { count, max } => {
-            ServeError::TooManyCandidates { count, max }
-        }
-        RequestError::DuplicateCandidate { first, second, id } => {
-            ServeError::DuplicateCandidate { first, second, id }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,7 +235,7 @@ mod tests {
 
     #[test]
     fn refusals_keep_their_message_and_get_their_code() {
-        use rankd_proto::request::InputError;
+        use rankd_proto::request::{InputError, RequestError};
         use tonic::Code;
         let cases = [
             (
@@ -269,7 +257,7 @@ mod tests {
         ];
         for (e, code) in cases {
             let msg = e.to_string();
-            let status = Status::from(refused(e));
+            let status = Status::from(ServeError::Request(e));
             assert_eq!((status.code(), status.message()), (code, msg.as_str()));
         }
     }

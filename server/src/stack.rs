@@ -25,6 +25,7 @@ use tower::load_shed::error::Overloaded;
 use tower::load_shed::LoadShedLayer;
 use tower::{BoxError, Layer, Service, ServiceBuilder};
 
+pub mod guard;
 pub mod late;
 
 use crate::error::{code_label, ServeError};

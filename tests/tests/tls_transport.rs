@@ -162,8 +162,14 @@ async fn a_foreign_certificate_cannot_reach_raft_or_fetch_artifacts() {
     ] {
         let err = result.expect_err(what);
         tracing::info!(what, code = ?err.code(), message = err.message(), "refused");
+        // With TLS 1.3 the client may finish its side of the handshake before the server
+        // refuses the certificate: it then sees the connection closed (Cancelled) rather
+        // than a handshake error. Either way no handler answered.
         assert!(
-            matches!(err.code(), tonic::Code::Unavailable | tonic::Code::Unknown),
+            matches!(
+                err.code(),
+                tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+            ),
             "{what}: a transport failure, not an answer from a handler: {err:?}"
         );
     }

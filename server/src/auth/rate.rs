@@ -6,18 +6,15 @@
 //! of calls, so a client may burst to its rate after being idle.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
-use futures::future::{BoxFuture, FutureExt};
-use http::{Request, Response};
+use http::Request;
 use tokio::time::Instant;
 use tonic::body::Body;
 use tonic::Status;
-use tower::{Layer, Service};
 
 use crate::metrics::{Metrics, SurfaceLabel};
+use crate::stack::guard::Check;
 use crate::tls::ConnInfo;
 
 /// Buckets kept before idle (full) ones are dropped: bounds memory under a flood of
@@ -90,73 +87,44 @@ pub fn client_key<B>(req: &Request<B>) -> String {
     }
 }
 
-/// `limiter: None` passes every call through (the limit is configured off).
+/// The rate limit as an admission check; `limiter: None` passes every call through (the
+/// limit is configured off).
 #[derive(Clone)]
-pub struct RateLimitLayer {
+pub struct RateLimit {
     pub limiter: Option<Arc<RateLimiter>>,
     pub metrics: Arc<Metrics>,
 }
 
-impl RateLimitLayer {
+impl RateLimit {
     /// `per_second` 0 means unlimited.
-    pub fn new(surface: &'static str, per_second: u32, metrics: Arc<Metrics>) -> RateLimitLayer {
-        RateLimitLayer {
+    pub fn new(surface: &'static str, per_second: u32, metrics: Arc<Metrics>) -> RateLimit {
+        RateLimit {
             limiter: (per_second > 0).then(|| Arc::new(RateLimiter::new(surface, per_second))),
             metrics,
         }
     }
 }
 
-impl<S> Layer<S> for RateLimitLayer {
-    type Service = RateLimit<S>;
-    fn layer(&self, inner: S) -> RateLimit<S> {
-        RateLimit {
-            layer: self.clone(),
-            inner,
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct RateLimit<S> {
-    layer: RateLimitLayer,
-    inner: S,
-}
-
-impl<S> Service<Request<Body>> for RateLimit<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Send,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let Some(limiter) = &self.layer.limiter else {
-            return self.inner.call(req).boxed();
+impl Check for RateLimit {
+    fn check(&self, req: &mut Request<Body>) -> Result<(), Status> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
         };
-        let client = client_key(&req);
+        let client = client_key(req);
         if limiter.admit(&client) {
-            return self.inner.call(req).boxed();
+            return Ok(());
         }
-        self.layer
-            .metrics
+        self.metrics
             .auth
             .rate_limited
             .get_or_create(&SurfaceLabel {
                 surface: limiter.surface,
             })
             .inc();
-        let status = Status::resource_exhausted(format!(
+        Err(Status::resource_exhausted(format!(
             "rate limit: this client ({client}) may make {} {} calls per second",
             limiter.per_second, limiter.surface
-        ));
-        futures::future::ready(Ok(status.into_http())).boxed()
+        )))
     }
 }
 

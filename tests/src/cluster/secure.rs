@@ -104,6 +104,12 @@ impl Security {
 #[derive(Clone)]
 pub struct Bearer(Option<MetadataValue<Ascii>>);
 
+impl Bearer {
+    pub fn new(token: Option<&str>) -> Bearer {
+        Bearer(token.map(|t| format!("Bearer {t}").parse().expect("metadata")))
+    }
+}
+
 impl Interceptor for Bearer {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(v) = &self.0 {
@@ -132,8 +138,7 @@ impl Cluster {
             .expect("client TLS settings")
             .connect_timeout(Duration::from_secs(5))
             .connect_lazy();
-        let bearer = Bearer(token.map(|t| format!("Bearer {t}").parse().expect("metadata")));
-        AdminClient::with_interceptor(channel, bearer)
+        AdminClient::with_interceptor(channel, Bearer::new(token))
     }
 
     /// Uploads `version` of the test bundle to node `id` through `client`.
