@@ -31,6 +31,9 @@ pub struct AdminService {
     pub readiness: Readiness,
     pub metrics: Arc<Metrics>,
     pub max_upload_bytes: u64,
+    /// `artifacts.min_free_bytes`.
+    pub min_free_bytes: u64,
+    pub data_dir: std::path::PathBuf,
     pub cluster: Arc<crate::cluster::Cluster>,
 }
 
@@ -344,6 +347,11 @@ impl AdminService {
                 max: self.max_upload_bytes,
             });
         }
+        // Refuse before writing a byte when the upload cannot fit (a racing writer can still
+        // fill the disk; that ENOSPC is answered the same way and cleaned up below).
+        let space = crate::host::disk_space(&self.data_dir)
+            .map_err(AdminError::io("checking free space on the data directory"))?;
+        crate::host::check_room(space, meta.total_bytes, self.min_free_bytes, &self.data_dir)?;
         // Everything lands under a staging directory that is removed on every exit path,
         // so an aborted or refused upload leaves nothing behind.
         let staging = self

@@ -7,6 +7,7 @@
 //! with the leader's address in `rankd-leader` when there is one.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::auth::layer::{PRINCIPAL_HEADER, PRINCIPAL_ROLE_HEADER};
 use rankd_artifact::{ModelRecord, RecordState};
@@ -187,8 +188,13 @@ impl AdminService {
                 tonic::metadata::MetadataValue::from_static(p.role.as_str()),
             );
         }
-        if let Some(t) = timeout {
-            out.metadata_mut().insert("grpc-timeout", t);
+        match timeout {
+            Some(t) => {
+                out.metadata_mut().insert("grpc-timeout", t);
+            }
+            // The peer channel has no timeout of its own; no forwarded call may outlive
+            // the longest promotion wait.
+            None => out.set_timeout(self.cluster.ready_timeout + Duration::from_secs(30)),
         }
         out
     }

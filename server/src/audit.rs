@@ -92,20 +92,67 @@ pub struct AuditedAdmin {
     pub auditor: Auditor,
 }
 
+/// An action under way. If the caller goes away before it finishes (a deadline, Ctrl-C),
+/// tonic drops the handler, and this records the action as CANCELLED on drop: it may have
+/// taken effect, and the history must not be silent about it.
+struct Pending<'a> {
+    auditor: &'a Auditor,
+    who: Principal,
+    action: &'static str,
+    target: String,
+    done: bool,
+}
+
+impl Pending<'_> {
+    fn finish(mut self, status: &Status, target: Option<String>) {
+        self.done = true;
+        let target = target.unwrap_or_else(|| std::mem::take(&mut self.target));
+        self.auditor.record(&self.who, self.action, target, status);
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let status = Status::cancelled(
+                "the caller went away before the answer; the action may have taken effect",
+            );
+            self.auditor.record(
+                &self.who,
+                self.action,
+                std::mem::take(&mut self.target),
+                &status,
+            );
+        }
+    }
+}
+
 impl AuditedAdmin {
+    fn pending(&self, who: Principal, action: &'static str, target: String) -> Pending<'_> {
+        Pending {
+            auditor: &self.auditor,
+            who,
+            action,
+            target,
+            done: false,
+        }
+    }
+
     async fn audited<R>(
         &self,
         who: Principal,
-        action: &str,
+        action: &'static str,
         target: String,
         call: impl std::future::Future<Output = Result<Response<R>, Status>>,
     ) -> Result<Response<R>, Status> {
+        let pending = self.pending(who, action, target);
         let result = call.await;
-        let status = match &result {
-            Ok(_) => Status::ok(""),
-            Err(s) => s.clone(),
-        };
-        self.auditor.record(&who, action, target, &status);
+        let status = result
+            .as_ref()
+            .err()
+            .cloned()
+            .unwrap_or_else(|| Status::ok(""));
+        pending.finish(&status, None);
         result
     }
 }
@@ -116,23 +163,19 @@ impl Admin for AuditedAdmin {
         &self,
         request: Request<Streaming<pb::UploadModelRequest>>,
     ) -> Result<Response<pb::UploadModelResponse>, Status> {
-        let who = principal(&request);
+        let pending = self.pending(principal(&request), "UploadModel", String::new());
         let result = self.inner.upload_model(request).await;
-        let target = match &result {
-            Ok(r) => r
-                .get_ref()
-                .model
-                .as_ref()
-                .map(|m| at(&m.name, &m.version))
-                .unwrap_or_default(),
-            Err(_) => String::new(),
-        };
+        // The name and version are only known once the bundle has been read.
+        let target = result
+            .as_ref()
+            .ok()
+            .and_then(|r| r.get_ref().model.as_ref().map(|m| at(&m.name, &m.version)));
         let status = result
             .as_ref()
             .err()
             .cloned()
             .unwrap_or_else(|| Status::ok(""));
-        self.auditor.record(&who, "UploadModel", target, &status);
+        pending.finish(&status, target);
         result
     }
 

@@ -146,6 +146,10 @@ pub struct ArtifactsConfig {
     pub scrub_interval_s: u64,
     /// Largest bundle UploadModel accepts.
     pub max_upload_bytes: u64,
+    /// Free space an upload must leave on the data directory's filesystem: an upload that
+    /// would not fit with this much to spare is refused (RESOURCE_EXHAUSTED) before it
+    /// writes anything.
+    pub min_free_bytes: u64,
     /// Stored versions kept besides the active and previous ones (which are never
     /// removed); older ones are deleted after each upload and activation.
     pub retain_versions: usize,
@@ -258,6 +262,7 @@ impl Default for ArtifactsConfig {
             segment_bytes: 1 << 20,
             scrub_interval_s: 3600,
             max_upload_bytes: 16 << 30,
+            min_free_bytes: 256 << 20,
             retain_versions: 5,
         }
     }
@@ -495,6 +500,14 @@ impl Config {
         if let Err((field, reason)) = self.auth.validate(client_ca) {
             return bad(field, reason);
         }
+        if self.auth.mode == crate::tls::SecurityMode::Required && self.tls.peer.is_none() {
+            return bad(
+                "tls.peer",
+                "is needed with auth.mode = \"required\": nodes forward admin calls to the \
+                 leader over the peer port, and only mutual TLS tells a node from an impostor there"
+                    .into(),
+            );
+        }
         Ok(())
     }
 
@@ -564,6 +577,16 @@ mod tests {
             cert: "peer.crt".into(),
             key: "peer.key".into(),
             ca: "ca.crt".into(),
+            allowed_names: vec![],
+        });
+        assert_eq!(
+            invalid_field(&c),
+            "tls.peer.allowed_names",
+            "any certificate from the CA would be a member"
+        );
+        c.tls.peer = c.tls.peer.take().map(|p| crate::tls::PeerTls {
+            allowed_names: vec!["node-*".into()],
+            ..p
         });
         assert_eq!(invalid_field(&c), "auth");
         c.server.admin_listen = Some(SocketAddr::from(([127, 0, 0, 1], 50071)));

@@ -114,6 +114,8 @@ pub enum AdminError {
     Upload(String),
     #[error("upload: total_bytes {size} is outside 1..={max}")]
     TooLarge { size: u64, max: u64 },
+    #[error(transparent)]
+    NoRoom(#[from] crate::host::NoRoom),
     #[error("{context}: {source}")]
     Io {
         context: &'static str,
@@ -139,6 +141,7 @@ impl From<AdminError> for Status {
         let code = match &e {
             AdminError::Upload(_) => Code::InvalidArgument,
             AdminError::TooLarge { .. } => Code::OutOfRange,
+            AdminError::NoRoom(_) => Code::ResourceExhausted,
             AdminError::KeysMissing(_) => Code::FailedPrecondition,
             AdminError::Io { source, .. } => io_code(source),
             AdminError::Stream(s) => return s.clone(),

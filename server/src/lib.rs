@@ -20,6 +20,7 @@ pub mod forward;
 pub mod gpu_memory;
 pub mod health;
 pub mod heartbeat_stream;
+pub mod host;
 pub mod metrics;
 pub mod model;
 pub mod node;

@@ -19,7 +19,9 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
+mod host;
 mod security;
+pub use host::HostMetrics;
 pub use security::{AuthMetrics, DeniedLabels, PortLabel, PortResult, SurfaceLabel, TlsMetrics};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -86,6 +88,7 @@ pub struct Metrics {
     pub gpu_memory: Family<GpuMemoryLabel, Gauge>,
     pub tls: TlsMetrics,
     pub auth: AuthMetrics,
+    pub host: HostMetrics,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -304,6 +307,8 @@ impl Metrics {
         tls.register(&mut registry);
         let auth = AuthMetrics::default();
         auth.register(&mut registry);
+        let host = HostMetrics::default();
+        host.register(&mut registry);
         Metrics {
             registry,
             raft,
@@ -313,6 +318,7 @@ impl Metrics {
             gpu_memory,
             tls,
             auth,
+            host,
             requests,
             request_duration,
             queue_wait,

@@ -324,6 +324,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         readiness: readiness.clone(),
         metrics: metrics.clone(),
         max_upload_bytes: cfg.artifacts.max_upload_bytes,
+        min_free_bytes: cfg.artifacts.min_free_bytes,
+        data_dir: cfg.data_dir.clone(),
         cluster: cluster.clone(),
     });
     // Upload chunks are a few MiB; the message limit only bounds one chunk.
@@ -339,11 +341,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             cfg.auth.admin_rate_per_client,
             metrics.clone(),
         )))
-        .layer(GuardLayer(AdminAuth {
-            auth: Arc::new(Authenticator::new(&cfg.auth)),
-            metrics: metrics.clone(),
-            auditor: auditor.clone(),
-        }))
+        .layer(GuardLayer(AdminAuth::new(
+            Arc::new(Authenticator::new(&cfg.auth)),
+            metrics.clone(),
+            auditor.clone(),
+        )))
         .service(
             AdminServer::new(AuditedAdmin {
                 inner: admin,
@@ -375,6 +377,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     }));
     let gpu_memory_task = tokio::spawn(crate::gpu_memory::run(
         metrics.clone(),
+        background_stopped.clone(),
+    ));
+    // The first sample before the serving line, so /metrics never shows a zero disk.
+    let mut cpu_seen = 0.0;
+    crate::host::sample(&cfg.data_dir, &metrics, &mut cpu_seen);
+    let host_task = tokio::spawn(crate::host::run(
+        cfg.data_dir.clone(),
+        metrics.clone(),
+        cpu_seen,
         background_stopped.clone(),
     ));
     let tls_task = tokio::spawn(crate::tls::reload_loop(
@@ -492,11 +503,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             "in-flight calls outlived the shutdown grace period"
         ),
     }
-    for (_, task) in admin_server.into_iter().chain(health_server) {
-        let _ = tokio::time::timeout(grace, task).await;
+    for (_, mut task) in admin_server.into_iter().chain(health_server) {
+        if tokio::time::timeout(grace, &mut task).await.is_err() {
+            task.abort();
+        }
     }
     let _ = stop_background.send(true);
     let _ = tls_task.await;
+    let _ = host_task.await;
     let _ = metrics_task.await;
     let _ = scrub_task.await;
     let _ = gpu_memory_task.await;
@@ -506,7 +520,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     if let Err(e) = cluster.raft.shutdown().await {
         tracing::warn!(error = %e, "raft did not shut down cleanly");
     }
-    let _ = peer_task.await;
+    // Forwarded calls now arrive on the peer port too: bound the wait for them.
+    let mut peer_task = peer_task;
+    if tokio::time::timeout(grace, &mut peer_task).await.is_err() {
+        peer_task.abort();
+    }
     // Every Rank call has returned or been abandoned; let the workers finish the queue.
     if let Ok(s) = Arc::try_unwrap(scheduler) {
         tokio::task::spawn_blocking(move || s.shutdown()).await.ok();

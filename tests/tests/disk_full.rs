@@ -123,3 +123,68 @@ async fn a_backup_that_fills_the_target_fails_cleanly_and_earlier_backups_stay_v
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn an_upload_that_cannot_fit_is_refused_before_it_writes() {
+    init();
+    let disk = Tmpfs::mount(256);
+    let keys = tempfile::tempdir().unwrap();
+    // The demo bundle is about 25 MB, so an upload needs about 75 MB on the disk; with
+    // 200 MiB to keep free it cannot fit on the ~230 MiB the first version leaves.
+    let node = NodeBuilder::new()
+        .set_str("data_dir", &disk.path().display().to_string())
+        .set_str("artifacts.keyring", &keyring(&keys).display().to_string())
+        .set("artifacts.min_free_bytes", &(200u64 << 20).to_string())
+        .start()
+        .await;
+    let mut admin = node.admin_client().await;
+
+    tracing::info!("--- the data directory's space is on /metrics");
+    let capacity = node.metric_value("rankd_data_dir_capacity_bytes").await;
+    let available = node.metric_value("rankd_data_dir_available_bytes").await;
+    assert_eq!(capacity, Some((256u64 << 20) as f64));
+    assert!(
+        available.is_some_and(|a| a > 0.0 && a < (256u64 << 20) as f64),
+        "{available:?}"
+    );
+    assert!(node
+        .metric_value("rankd_process_resident_memory_bytes")
+        .await
+        .is_some_and(|v| v > 0.0));
+
+    tracing::info!("--- upload version 2: refused up front, naming the reserve");
+    let err = upload_dir(&mut admin, version_two().path())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("not enough disk space")
+            && err.message().contains("artifacts.min_free_bytes"),
+        "{}",
+        err.message()
+    );
+    let staging = std::fs::read_dir(disk.path().join("staging"))
+        .unwrap()
+        .count();
+    assert_eq!(staging, 0);
+
+    tracing::info!("--- with a smaller reserve the same upload goes through");
+    drop(admin);
+    drop(node);
+    let node = NodeBuilder::new()
+        .set_str("data_dir", &disk.path().display().to_string())
+        .set_str(
+            "artifacts.keyring",
+            &keys.path().join("keyring.toml").display().to_string(),
+        )
+        .set("artifacts.min_free_bytes", &(16u64 << 20).to_string())
+        .unset("model.bundle")
+        .start()
+        .await;
+    let rec = upload_dir(&mut node.admin_client().await, version_two().path())
+        .await
+        .expect("fits now")
+        .model
+        .expect("a record");
+    assert_eq!(rec.version, "2");
+}

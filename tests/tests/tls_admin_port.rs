@@ -48,7 +48,7 @@ async fn the_admin_api_can_live_on_its_own_tls_port() {
         .set(
             "tls.peer",
             &format!(
-                "{{ cert = {:?}, key = {:?}, ca = {:?} }}",
+                "{{ cert = {:?}, key = {:?}, ca = {:?}, allowed_names = [\"node-client\"] }}",
                 client_cert.cert.display().to_string(),
                 client_cert.key.display().to_string(),
                 client_ca.ca_cert.display().to_string()

@@ -153,6 +153,16 @@ async fn a_foreign_certificate_cannot_reach_raft_or_fetch_artifacts() {
                 .map(|_| ()),
         ),
         (
+            "vote with a cluster-CA certificate that is not a node's (the harness's)",
+            RaftClient::new(tls_channel(
+                &peer_addr,
+                sec.pki.client_tls(Some(&sec.harness)),
+            ))
+            .vote(garbage_vote.clone())
+            .await
+            .map(|_| ()),
+        ),
+        (
             "vote without any certificate",
             RaftClient::new(tls_channel(&peer_addr, sec.pki.client_tls(None)))
                 .vote(garbage_vote)
@@ -177,7 +187,7 @@ async fn a_foreign_certificate_cannot_reach_raft_or_fetch_artifacts() {
         .node(2)
         .metric_value("rankd_tls_handshake_failures_total{port=\"peer\"}")
         .await;
-    assert!(refused >= Some(3.0), "peer handshake failures: {refused:?}");
+    assert!(refused >= Some(4.0), "peer handshake failures: {refused:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

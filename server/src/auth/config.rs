@@ -72,9 +72,21 @@ impl AuthConfig {
             ));
         }
         let mut names = std::collections::BTreeSet::new();
+        let printable = |s: &str| s.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
         for t in &self.tokens {
             if t.name.trim().is_empty() {
                 return Err(("auth.tokens", "every token needs a name".into()));
+            }
+            // Names travel in gRPC metadata when a call is forwarded to the leader.
+            if !printable(&t.name) || t.name == super::ANONYMOUS {
+                return Err((
+                    "auth.tokens",
+                    format!(
+                        "name {:?} must be printable ASCII and not \"{}\"",
+                        t.name,
+                        super::ANONYMOUS
+                    ),
+                ));
             }
             if !names.insert(t.name.as_str()) {
                 return Err(("auth.tokens", format!("name {:?} is used twice", t.name)));
@@ -94,8 +106,18 @@ impl AuthConfig {
             }
         }
         for i in &self.identities {
-            if i.subject.trim().is_empty() {
-                return Err(("auth.identities", "subject must not be empty".into()));
+            if i.subject.trim().is_empty()
+                || !printable(&i.subject)
+                || i.subject == super::ANONYMOUS
+            {
+                return Err((
+                    "auth.identities",
+                    format!(
+                        "subject {:?} must be non-empty printable ASCII and not \"{}\"",
+                        i.subject,
+                        super::ANONYMOUS
+                    ),
+                ));
             }
         }
         if !self.identities.is_empty() && !client_ca {

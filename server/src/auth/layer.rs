@@ -6,7 +6,9 @@
 //! service on the peer port, which only other nodes reach (mutual TLS with the cluster CA):
 //! they forward writes to the leader and name the principal they already authorized.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use http::Request;
 use tonic::body::Body;
@@ -37,6 +39,41 @@ pub struct AdminAuth {
     pub auth: Arc<Authenticator>,
     pub metrics: Arc<Metrics>,
     pub auditor: Auditor,
+    /// When each (principal, method) denial last reached the audit history: at most one
+    /// per [`DENIED_AUDIT_EVERY`], so a low-role credential cannot flush the bounded
+    /// history with refusals. Bounded by the configured credentials times the methods.
+    pub denied_recorded: Arc<Mutex<HashMap<(String, &'static str), Instant>>>,
+}
+
+/// How often one caller's repeated refusals of one method are recorded in the history.
+/// Every refusal is still logged and counted.
+pub const DENIED_AUDIT_EVERY: Duration = Duration::from_secs(60);
+
+impl AdminAuth {
+    pub fn new(auth: Arc<Authenticator>, metrics: Arc<Metrics>, auditor: Auditor) -> AdminAuth {
+        AdminAuth {
+            auth,
+            metrics,
+            auditor,
+            denied_recorded: Arc::default(),
+        }
+    }
+
+    /// Whether this denial should go to the history (the first in its window).
+    fn record_denial(&self, who: &str, method: &'static str) -> bool {
+        let now = Instant::now();
+        let mut seen = self
+            .denied_recorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match seen.get(&(who.to_owned(), method)) {
+            Some(t) if now.duration_since(*t) < DENIED_AUDIT_EVERY => false,
+            _ => {
+                seen.insert((who.to_owned(), method), now);
+                true
+            }
+        }
+    }
 }
 
 impl Check for AdminAuth {
@@ -63,7 +100,9 @@ impl Check for AdminAuth {
                 // credential can write to the Raft log.
                 if status.code() == tonic::Code::PermissionDenied {
                     if let Ok(p) = self.auth.authenticate(req.headers(), conn.as_ref()) {
-                        self.auditor.record(&p, name, String::new(), &status);
+                        if self.record_denial(&p.name, name) {
+                            self.auditor.record(&p, name, String::new(), &status);
+                        }
                     }
                 }
                 Err(status)
@@ -87,9 +126,12 @@ impl Check for ForwardedAuth {
                 name: name.to_owned(),
                 role,
             },
-            _ => return Err(Status::unauthenticated(
-                "admin calls on the peer port must be forwarded by a node and name their principal",
-            )),
+            _ => {
+                tracing::warn!("admin call on the peer port without a forwarded principal refused");
+                return Err(Status::unauthenticated(
+                    "admin calls on the peer port must be forwarded by a node and name their principal",
+                ));
+            }
         };
         let method = method_of(req);
         let (name, needed) = required_role(&method);

@@ -1,9 +1,11 @@
 //! Per-client rate limits: a token bucket per client identity, in front of a surface.
 //!
-//! The identity is the verified client certificate's subject, else the bearer token (by a
-//! prefix of its hash: the token itself is never kept), else the source IP. A client over
-//! its rate gets RESOURCE_EXHAUSTED at once; nothing queues. Each bucket holds one second
-//! of calls, so a client may burst to its rate after being idle.
+//! The identity is the verified client certificate's subject, else the source IP (IPv6 by
+//! its /64, which one host can fill with addresses). Not the bearer token: the limit runs
+//! before the token is checked, and an unchecked value would let a client pick a fresh
+//! bucket per call. A client over its rate gets RESOURCE_EXHAUSTED at once; nothing
+//! queues. Each bucket holds one second of calls, so a client may burst to its rate after
+//! being idle.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,9 +19,11 @@ use crate::metrics::{Metrics, SurfaceLabel};
 use crate::stack::guard::Check;
 use crate::tls::ConnInfo;
 
-/// Buckets kept before idle (full) ones are dropped: bounds memory under a flood of
-/// distinct source addresses.
+/// Most buckets kept. When the table is full, idle (refilled) buckets are swept at most
+/// once a second, and clients that still find no room share one overflow bucket: memory
+/// stays bounded and a flood of addresses is limited as one client.
 const MAX_CLIENTS: usize = 65_536;
+const OVERFLOW: &str = "overflow";
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -32,7 +36,13 @@ struct Bucket {
 pub struct RateLimiter {
     surface: &'static str,
     per_second: f64,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    buckets: Mutex<Buckets>,
+}
+
+#[derive(Debug)]
+struct Buckets {
+    map: HashMap<String, Bucket>,
+    last_sweep: Option<Instant>,
 }
 
 impl RateLimiter {
@@ -40,19 +50,30 @@ impl RateLimiter {
         RateLimiter {
             surface,
             per_second: f64::from(per_second),
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Buckets {
+                map: HashMap::new(),
+                last_sweep: None,
+            }),
         }
     }
 
     /// Takes one call from `client`'s bucket; false when it is empty.
     pub fn admit(&self, client: &str) -> bool {
         let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= MAX_CLIENTS && !buckets.contains_key(client) {
-            let rate = self.per_second;
-            buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < rate);
+        let mut guard = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let Buckets { map, last_sweep } = &mut *guard;
+        let mut key = client;
+        if map.len() >= MAX_CLIENTS && !map.contains_key(client) {
+            if last_sweep.is_none_or(|t| now.duration_since(t).as_secs() >= 1) {
+                let rate = self.per_second;
+                map.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < rate);
+                *last_sweep = Some(now);
+            }
+            if map.len() >= MAX_CLIENTS {
+                key = OVERFLOW;
+            }
         }
-        let b = buckets.entry(client.to_owned()).or_insert(Bucket {
+        let b = map.entry(key.to_owned()).or_insert(Bucket {
             tokens: self.per_second,
             at: now,
         });
@@ -74,15 +95,12 @@ pub fn client_key<B>(req: &Request<B>) -> String {
     if let Some(id) = conn.and_then(ConnInfo::client_identity) {
         return format!("cert:{id}");
     }
-    if let Some(token) = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        return format!("token:{}", &super::token_hash(token)[..16]);
-    }
-    match conn.and_then(|c| c.remote) {
-        Some(addr) => format!("ip:{}", addr.ip()),
+    match conn.and_then(|c| c.remote).map(|a| a.ip()) {
+        Some(std::net::IpAddr::V6(ip)) if ip.to_ipv4_mapped().is_none() => {
+            let s = ip.segments();
+            format!("ip:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Some(ip) => format!("ip:{}", ip.to_canonical()),
         None => "unknown".into(),
     }
 }
@@ -152,5 +170,24 @@ mod tests {
             "idle refills to the burst"
         );
         assert!(!l.admit("ip:10.0.0.1"), "but not beyond it");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_clients_shares_one_overflow_bucket_once_the_table_is_full() {
+        let l = RateLimiter::new("rank", 2);
+        for i in 0..(super::MAX_CLIENTS + 5_000) {
+            l.admit(&format!("ip:{i}"));
+        }
+        let len = l.buckets.lock().expect("lock").map.len();
+        assert!(len <= super::MAX_CLIENTS + 1, "{len} buckets");
+        assert!(
+            !l.admit("ip:brand-new"),
+            "newcomers share the drained overflow bucket"
+        );
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(
+            l.admit("ip:brand-new"),
+            "idle buckets are swept, room again"
+        );
     }
 }

@@ -25,6 +25,10 @@ use tonic::transport::server::Connected;
 /// A slow or silent client gets this long to finish the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Handshakes in progress at once per port. Beyond it new connections are closed at once,
+/// so a connection flood costs at most this many tasks and descriptors, not all of them.
+const MAX_HANDSHAKES: usize = 1024;
+
 /// What a request can learn about its connection (from tonic's request extensions).
 #[derive(Debug, Clone, Default)]
 pub struct ConnInfo {
@@ -39,20 +43,7 @@ impl ConnInfo {
     /// subject alternative name.
     pub fn client_identity(&self) -> Option<String> {
         let leaf = self.peer_certs.as_ref()?.first()?;
-        let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
-        if let Some(cn) = cert
-            .subject()
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-        {
-            return Some(cn.to_owned());
-        }
-        let san = cert.subject_alternative_name().ok()??;
-        san.value.general_names.iter().find_map(|n| match n {
-            x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
-            _ => None,
-        })
+        super::names::cert_names(leaf.as_ref()).into_iter().next()
     }
 }
 
@@ -153,6 +144,7 @@ pub fn incoming(
 ) -> ReceiverStream<io::Result<Conn>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let on_failed_handshake = Arc::new(on_failed_handshake);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -176,10 +168,19 @@ pub fn incoming(
                 }
                 continue;
             };
+            let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                on_failed_handshake();
+                tracing::warn!(
+                    port,
+                    "too many TLS handshakes in progress; connection closed"
+                );
+                continue;
+            };
             let config = tls.read().unwrap_or_else(|p| p.into_inner()).clone();
             let tx = tx.clone();
             let failed = on_failed_handshake.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let remote = tcp.peer_addr().ok();
                 let handshake = TlsAcceptor::from(config).accept(tcp);
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {

@@ -66,6 +66,11 @@ pub struct PeerTls {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub ca: PathBuf,
+    /// Names (subject CN or DNS name, one `*` wildcard allowed) a certificate must carry to
+    /// act as a member. Required: the CA may also sign operators' and frontends'
+    /// certificates, which must not be able to vote or fetch artifacts.
+    #[serde(default)]
+    pub allowed_names: Vec<String>,
 }
 
 impl TlsConfig {
@@ -81,6 +86,17 @@ impl TlsConfig {
                  client port and [tls.client]"
                     .into(),
             ));
+        }
+        if let Some(p) = &self.peer {
+            if p.allowed_names.iter().all(|n| n.trim().is_empty()) {
+                return Err((
+                    "tls.peer.allowed_names",
+                    "must name the nodes' certificates (CN or DNS name, e.g. \"rankd-node\" or \
+                     \"*.rankd-peer.rankd.svc\"): without it any certificate the CA signed could \
+                     act as a cluster member"
+                        .into(),
+                ));
+            }
         }
         if self.mode == SecurityMode::InsecureDev {
             return Ok(());

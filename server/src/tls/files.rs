@@ -68,8 +68,9 @@ pub enum ClientAuth {
     None,
     /// Verified against the CA when presented; a client may also come without one.
     Optional(PathBuf),
-    /// Required and verified against the CA: the handshake fails without one.
-    Required(PathBuf),
+    /// Required, verified against the CA, and one of its names must match `allowed`
+    /// (see `names`): the handshake fails otherwise.
+    RequiredNamed { ca: PathBuf, allowed: Vec<String> },
 }
 
 /// The files one listener is built from.
@@ -89,21 +90,33 @@ impl ServerFiles {
             .map_err(TlsError::Rustls)?;
         let builder = match &self.client_auth {
             ClientAuth::None => builder.with_no_client_auth(),
-            ClientAuth::Optional(ca) | ClientAuth::Required(ca) => {
+            ClientAuth::Optional(ca) => {
                 let verifier = WebPkiClientVerifier::builder_with_provider(
                     Arc::new(read_roots(ca)?),
                     provider(),
-                );
-                let verifier = if matches!(self.client_auth, ClientAuth::Optional(_)) {
-                    verifier.allow_unauthenticated()
-                } else {
-                    verifier
-                };
-                let verifier = verifier.build().map_err(|e| TlsError::Pem {
+                )
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| TlsError::Pem {
                     path: ca.clone(),
                     reason: e.to_string(),
                 })?;
                 builder.with_client_cert_verifier(verifier)
+            }
+            ClientAuth::RequiredNamed { ca, allowed } => {
+                let inner = WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(read_roots(ca)?),
+                    provider(),
+                )
+                .build()
+                .map_err(|e| TlsError::Pem {
+                    path: ca.clone(),
+                    reason: e.to_string(),
+                })?;
+                builder.with_client_cert_verifier(Arc::new(super::names::NamedClients {
+                    inner,
+                    allowed: allowed.clone(),
+                }))
             }
         };
         let mut config =
@@ -120,7 +133,7 @@ impl ServerFiles {
 
     pub fn paths(&self) -> Vec<PathBuf> {
         let mut p = vec![self.cert.clone(), self.key.clone()];
-        if let ClientAuth::Optional(ca) | ClientAuth::Required(ca) = &self.client_auth {
+        if let ClientAuth::Optional(ca) | ClientAuth::RequiredNamed { ca, .. } = &self.client_auth {
             p.push(ca.clone());
         }
         p

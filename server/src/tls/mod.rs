@@ -8,8 +8,10 @@
 pub mod acceptor;
 pub mod config;
 pub mod files;
+pub mod names;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -44,17 +46,22 @@ pub struct Listener {
     files: ServerFiles,
     pub live: LiveConfig,
     seen: Mutex<Fingerprint>,
+    /// Expiry of the certificate in `live` (not of whatever is on disk: a set that failed
+    /// to load must not hide that the served one runs out). 0: unknown.
+    not_after: AtomicI64,
 }
 
 impl Listener {
     fn load(port: &'static str, files: ServerFiles) -> Result<Listener, TlsError> {
         let seen = Fingerprint::of(&files.paths());
         let config = files.build()?;
+        let not_after = AtomicI64::new(files::not_after(&files.cert).unwrap_or(0));
         Ok(Listener {
             port,
             files,
             live: Arc::new(RwLock::new(config)),
             seen: Mutex::new(seen),
+            not_after,
         })
     }
 
@@ -70,11 +77,15 @@ impl Listener {
         *seen = now;
         Some(self.files.build().map(|config| {
             *self.live.write().unwrap_or_else(|p| p.into_inner()) = config;
+            // Read after the build succeeded; a rotation racing this read is seen by the
+            // fingerprint on the next check.
+            let t = files::not_after(&self.files.cert).unwrap_or(0);
+            self.not_after.store(t, Ordering::Relaxed);
         }))
     }
 
     fn not_after(&self) -> Option<i64> {
-        files::not_after(&self.files.cert)
+        Some(self.not_after.load(Ordering::Relaxed)).filter(|t| *t != 0)
     }
 }
 
@@ -115,7 +126,10 @@ impl NodeTls {
                     ServerFiles {
                         cert: p.cert.clone(),
                         key: p.key.clone(),
-                        client_auth: ClientAuth::Required(p.ca.clone()),
+                        client_auth: ClientAuth::RequiredNamed {
+                            ca: p.ca.clone(),
+                            allowed: p.allowed_names.clone(),
+                        },
                     },
                 )
             })
@@ -144,10 +158,18 @@ impl NodeTls {
                 source,
             })
         };
-        // Parse now so a broken file is reported with its name, not as a handshake error.
-        files::read_roots(&p.ca)?;
-        files::read_certs(&p.cert)?;
-        files::read_key(&p.key)?;
+        // Build a client config now, so a broken file or a key that does not go with its
+        // certificate is reported with its name (and a reload keeps the previous identity)
+        // instead of failing every peer handshake.
+        rustls::ClientConfig::builder_with_provider(files::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(TlsError::Rustls)?
+            .with_root_certificates(files::read_roots(&p.ca)?)
+            .with_client_auth_cert(files::read_certs(&p.cert)?, files::read_key(&p.key)?)
+            .map_err(|e| TlsError::KeyMismatch {
+                cert: p.cert.clone(),
+                reason: e.to_string(),
+            })?;
         Ok(Some(
             ClientTlsConfig::new()
                 .ca_certificate(Certificate::from_pem(read(&p.ca)?))

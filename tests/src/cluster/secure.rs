@@ -80,7 +80,7 @@ impl Security {
             )
             .set(
                 "tls.peer",
-                &format!("{{ cert = {c}, key = {k}, ca = {ca} }}"),
+                &format!("{{ cert = {c}, key = {k}, ca = {ca}, allowed_names = [\"node-*\"] }}"),
             )
             .set_str("auth.mode", "required")
             .set(
