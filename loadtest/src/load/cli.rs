@@ -13,7 +13,7 @@ use rankd_proto::v1::ranker_client::RankerClient;
 use rankd_proto::v1::RankRequest;
 use serde::Deserialize;
 use tokio::time::Instant;
-use tonic::transport::Endpoint;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use super::generator::{Generator, LoadClient, LoadSpec, Progress};
 use super::record::LoadResult;
@@ -32,6 +32,14 @@ pub struct LoadArgs {
     /// client: what that node alone does, with no retries or balancing to hide failures.
     #[arg(long)]
     pub plain: bool,
+    /// CA certificate (PEM) of the nodes' client port: connect over TLS.
+    #[arg(long, env = "RANKD_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS, with --ca-cert.
+    #[arg(long, env = "RANKD_CLIENT_CERT", requires_all = ["client_key", "ca_cert"])]
+    pub client_cert: Option<PathBuf>,
+    #[arg(long, env = "RANKD_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
     /// Calls per second, kept whatever the server does (open loop).
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     pub rate: u32,
@@ -179,17 +187,18 @@ pub fn read_request(
 async fn connect(args: &LoadArgs) -> Result<LoadClient> {
     let addrs = args.addrs.join(", ");
     let waited = format!("{:.0} s", args.wait.as_secs_f64());
+    let tls = tls_config(args)?;
     if args.plain {
         let first = &args.addrs[0];
-        let uri = if first.contains("://") {
-            first.clone()
-        } else {
-            format!("http://{first}")
-        };
-        let endpoint = Endpoint::from_shared(uri)
+        let host = first.split_once("://").map_or(first.as_str(), |(_, h)| h);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{host}"))
             .with_context(|| format!("--addrs: '{first}' is not an address"))?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true);
+        if let Some(tls) = &tls {
+            endpoint = endpoint.tls_config(tls.clone()).context("TLS settings")?;
+        }
         let until = Instant::now() + args.wait;
         loop {
             match endpoint.connect().await {
@@ -206,6 +215,7 @@ async fn connect(args: &LoadArgs) -> Result<LoadClient> {
         hedge: args.hedge_ms.map(|ms| HedgeConfig {
             delay: HedgeDelay::Fixed(Duration::from_millis(ms)),
         }),
+        tls,
         ..ClientConfig::default()
     };
     let client = FailoverClient::connect(args.addrs.clone(), config)
@@ -219,6 +229,19 @@ async fn connect(args: &LoadArgs) -> Result<LoadClient> {
         );
     }
     Ok(LoadClient::Failover(client))
+}
+
+/// TLS settings from --ca-cert (and --client-cert/--client-key), if given.
+fn tls_config(args: &LoadArgs) -> Result<Option<ClientTlsConfig>> {
+    let Some(ca) = &args.ca_cert else {
+        return Ok(None);
+    };
+    let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+    if let (Some(cert), Some(key)) = (&args.client_cert, &args.client_key) {
+        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(Some(tls))
 }
 
 /// Runs the load for `--duration` (or until Ctrl-C), with the progress bar.
