@@ -1,7 +1,8 @@
 # rankd: two commands do all the setup on a fresh machine.
 #   make run   - install torch into .venv if missing, export the demo model if missing,
 #                build in release mode, start one node and print how to query it
-#   make test  - fmt, clippy, unit tests and integration tests against real rankd processes
+#   make test  - fmt, clippy, alert-rule and manifest checks, fuzz smoke runs, unit tests and
+#                integration tests against real rankd processes
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
