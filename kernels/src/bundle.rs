@@ -20,6 +20,8 @@ pub const ITEMS_FILE: &str = "items.safetensors";
 pub const GOLDEN_FILE: &str = "golden.json";
 /// The one tensor `items.safetensors` must hold: row i is the feature vector of item id i.
 pub const ITEMS_TENSOR: &str = "items";
+/// Optional: the held-out queries with graded labels that compression is measured on.
+pub const EVAL_FILE: &str = "eval.json";
 
 const REQUIRED_FILES: [&str; 3] = [MODEL_FILE, ITEMS_FILE, GOLDEN_FILE];
 const SUPPORTED_FORMAT: u32 = 1;
@@ -33,15 +35,75 @@ pub struct Manifest {
     pub query_dim: usize,
     pub item_dim: usize,
     pub item_count: usize,
-    /// The precision the model was exported in; serving precision is the node's choice.
+    /// The precision the bundle is stored in (see [`StoredPrecision`]); serving precision
+    /// is the node's choice, except that an int8 bundle serves only as itself on a CPU.
     pub precision: String,
     pub created_at: String,
     /// File name to lower-case hex SHA-256.
     pub files: BTreeMap<String, String>,
+    /// Where a compressed version came from; absent for a trained or packaged model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<Lineage>,
+}
+
+/// A compressed bundle's parent and the transform that produced it, as the exporter wrote
+/// them. The server checks the parent exists and measures the quality itself; it never
+/// trusts the exporter's own report for the guard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lineage {
+    /// The parent's version (same model name).
+    pub parent: String,
+    /// "int8", "prune", "distill", "fp16" or "bf16".
+    pub method: String,
+    #[serde(default)]
+    pub params: serde_json::Value,
+}
+
+/// How the weights (and, for half precision, the item table) are stored in the bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredPrecision {
+    Fp32,
+    Fp16,
+    Bf16,
+    /// Linear layers dynamically quantised to int8: fbgemm CPU kernels, no CUDA support.
+    Int8,
+}
+
+impl StoredPrecision {
+    fn parse(s: &str) -> Result<StoredPrecision, KernelError> {
+        match s {
+            "fp32" => Ok(StoredPrecision::Fp32),
+            "fp16" => Ok(StoredPrecision::Fp16),
+            "bf16" => Ok(StoredPrecision::Bf16),
+            "int8" => Ok(StoredPrecision::Int8),
+            other => Err(KernelError::Manifest(format!(
+                "precision {other:?} is not one of fp32, fp16, bf16, int8"
+            ))),
+        }
+    }
 }
 
 impl Manifest {
+    /// The stored precision; [`Bundle::open`] has already rejected unknown values.
+    pub fn stored_precision(&self) -> StoredPrecision {
+        StoredPrecision::parse(&self.precision).unwrap_or(StoredPrecision::Fp32)
+    }
+
     fn check(&self) -> Result<(), KernelError> {
+        StoredPrecision::parse(&self.precision)?;
+        if let Some(l) = &self.lineage {
+            if l.parent.trim().is_empty() || l.method.trim().is_empty() {
+                return Err(KernelError::Manifest(
+                    "lineage needs a parent version and a method".into(),
+                ));
+            }
+            if l.parent == self.version {
+                return Err(KernelError::Manifest(format!(
+                    "lineage: version {} names itself as its parent",
+                    self.version
+                )));
+            }
+        }
         let bad = |m: String| Err(KernelError::Manifest(m));
         if self.format_version != SUPPORTED_FORMAT {
             return bad(format!(
@@ -133,6 +195,17 @@ impl Bundle {
     pub fn items_path(&self) -> PathBuf {
         self.dir.join(ITEMS_FILE)
     }
+
+    /// The bundle's held-out set, when its manifest lists one (its checksum was verified by
+    /// [`Bundle::open`]).
+    pub fn eval_set(&self) -> Result<Option<crate::quality::EvalSet>, KernelError> {
+        if !self.manifest.files.contains_key(EVAL_FILE) {
+            return Ok(None);
+        }
+        let set: crate::quality::EvalSet = read_json(&self.dir.join(EVAL_FILE))?;
+        set.check(&self.manifest)?;
+        Ok(Some(set))
+    }
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, KernelError> {
@@ -187,6 +260,7 @@ mod tests {
             precision: "fp32".into(),
             created_at: "2026-01-01T00:00:00Z".into(),
             files,
+            lineage: None,
         };
         fs::write(dir.join(MANIFEST_FILE), serde_json::to_vec(&m).unwrap()).unwrap();
         m
@@ -225,6 +299,34 @@ mod tests {
         .unwrap();
         let err = Bundle::open(dir.path()).unwrap_err().to_string();
         assert!(err.contains("query_dim must be positive"), "{err}");
+    }
+
+    #[test]
+    fn unknown_precision_and_self_parent_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = write_bundle(dir.path(), b"model");
+        m.precision = "int4".into();
+        fs::write(
+            dir.path().join(MANIFEST_FILE),
+            serde_json::to_vec(&m).unwrap(),
+        )
+        .unwrap();
+        let err = Bundle::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("precision \"int4\""), "{err}");
+
+        m.precision = "int8".into();
+        m.lineage = Some(Lineage {
+            parent: m.version.clone(),
+            method: "int8".into(),
+            params: serde_json::Value::Null,
+        });
+        fs::write(
+            dir.path().join(MANIFEST_FILE),
+            serde_json::to_vec(&m).unwrap(),
+        )
+        .unwrap();
+        let err = Bundle::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("names itself as its parent"), "{err}");
     }
 
     #[test]

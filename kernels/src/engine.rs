@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use tch::{CModule, Device, Kind, Tensor};
 
-use crate::bundle::{Bundle, ITEMS_TENSOR, MODEL_FILE};
+use crate::bundle::{Bundle, StoredPrecision, ITEMS_TENSOR, MODEL_FILE};
 use crate::device::{DeviceSpec, Precision};
 use crate::error::{first_line, torch_err, KernelError};
 use crate::input::{validate, RankInput, Ranked};
@@ -63,10 +63,25 @@ impl TorchRanker {
         if cfg.torch_threads > 0 {
             tch::set_num_threads(i32::try_from(cfg.torch_threads).unwrap_or(i32::MAX));
         }
+        let m = &bundle.manifest;
+        let stored = m.stored_precision();
+        // Checked before the device is resolved too, so a CUDA node refuses an int8 bundle
+        // with this reason even while its GPU is unavailable.
+        if stored == StoredPrecision::Int8 {
+            if let DeviceSpec::Cuda(i) = cfg.device {
+                return Err(KernelError::Int8OnCuda {
+                    device: format!("cuda:{i}"),
+                });
+            }
+        }
         let device = cfg.device.resolve()?;
+        if stored == StoredPrecision::Int8 && device != Device::Cpu {
+            return Err(KernelError::Int8OnCuda {
+                device: device_name(device),
+            });
+        }
         cfg.precision.check_device(device)?;
         let kind = cfg.precision.kind();
-        let m = &bundle.manifest;
 
         let model_err = |reason: String| KernelError::ModelFile {
             file: MODEL_FILE.into(),
@@ -79,12 +94,14 @@ impl TorchRanker {
             ))
         })?;
         module.f_set_eval().map_err(torch_err)?;
-        if kind != Kind::Float {
+        // An int8 module's packed weights are not floating point: it runs as stored (on the
+        // CPU at fp32, checked above). Half-precision bundles are widened or kept to match.
+        if stored != StoredPrecision::Int8 && kind != stored_kind(stored) {
             // `CModule::to` panics on a libtorch error instead of returning it.
             catch_unwind(AssertUnwindSafe(|| module.to(device, kind, false)))
                 .map_err(|_| model_err(format!("cannot convert weights to {}", cfg.precision)))?;
         }
-        let items = load_items(bundle, device, kind)?;
+        let items = load_items(bundle, device, stored_kind(stored), kind)?;
         let ranker = TorchRanker {
             module,
             items,
@@ -259,7 +276,22 @@ impl Ranker for TorchRanker {
     }
 }
 
-fn load_items(bundle: &Bundle, device: Device, kind: Kind) -> Result<Tensor, KernelError> {
+/// The dtype the bundle's weights and item table are stored in (int8 bundles keep fp32
+/// items and activations).
+fn stored_kind(stored: StoredPrecision) -> Kind {
+    match stored {
+        StoredPrecision::Fp16 => Kind::Half,
+        StoredPrecision::Bf16 => Kind::BFloat16,
+        StoredPrecision::Fp32 | StoredPrecision::Int8 => Kind::Float,
+    }
+}
+
+fn load_items(
+    bundle: &Bundle,
+    device: Device,
+    stored: Kind,
+    kind: Kind,
+) -> Result<Tensor, KernelError> {
     let m = &bundle.manifest;
     let bad = |reason: String| KernelError::ItemTable(reason);
     let tensors = Tensor::read_safetensors(bundle.items_path())
@@ -268,8 +300,12 @@ fn load_items(bundle: &Bundle, device: Device, kind: Kind) -> Result<Tensor, Ker
         .into_iter()
         .find(|(name, _)| name == ITEMS_TENSOR)
         .ok_or_else(|| bad(format!("no tensor named {ITEMS_TENSOR:?}")))?;
-    if items.kind() != Kind::Float {
-        return Err(bad(format!("dtype {:?}, expected float32", items.kind())));
+    if items.kind() != stored {
+        return Err(bad(format!(
+            "dtype {:?}, but the manifest's precision {} stores {stored:?}",
+            items.kind(),
+            m.precision
+        )));
     }
     let want = [to_i64(m.item_count), to_i64(m.item_dim)];
     if items.size() != want {

@@ -16,8 +16,9 @@ pub mod engine;
 pub mod error;
 pub mod golden;
 pub mod input;
+pub mod quality;
 
-pub use bundle::{Bundle, GoldenCase, GoldenSet, Manifest};
+pub use bundle::{Bundle, GoldenCase, GoldenSet, Lineage, Manifest, StoredPrecision};
 pub use device::{DeviceSpec, Precision};
 pub use engine::{EngineConfig, TorchRanker};
 pub use error::{InputError, KernelError};

@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::NodeId;
 
+mod lineage;
+pub use lineage::{from_ppm, relative_drop_pct, to_ppm, Lineage};
+
 /// A model version's identity.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ModelRef {
@@ -56,6 +59,9 @@ pub struct VersionInfo {
     pub origin: NodeId,
     #[serde(default)]
     pub retired: bool,
+    /// Set for a compressed version: its parent and the quality guard's measurements.
+    #[serde(default)]
+    pub lineage: Option<Lineage>,
 }
 
 /// Which version is active, and the log entry that made it so.
@@ -66,10 +72,11 @@ pub struct Fence {
     pub index: u64,
 }
 
-/// One promotion or rollback, as committed.
+/// One promotion, rollback, or registration of a compressed version, as committed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
-    /// "promote" or "rollback".
+    /// "promote", "rollback", or "register" (only versions with a lineage are recorded:
+    /// their parent is `from`).
     pub action: String,
     pub by: String,
     /// Milliseconds since the Unix epoch, stamped by the proposer.
@@ -78,6 +85,9 @@ pub struct HistoryEntry {
     pub to: ModelRef,
     pub term: u64,
     pub index: u64,
+    /// What else the entry records, e.g. a compressed version's measured quality.
+    #[serde(default)]
+    pub detail: String,
 }
 
 /// One admin action as the node that received it saw it: who, what, when, and the result.
@@ -277,7 +287,7 @@ impl Registry {
     /// Applies `cmd`, committed at `(term, index)`.
     pub fn apply(&mut self, term: u64, index: u64, cmd: &Command) -> Outcome {
         match cmd {
-            Command::Register { info } => self.register(info),
+            Command::Register { info } => self.register(term, index, info),
             Command::ReportReady { node, model } => {
                 match self.versions.get(model) {
                     None => {
@@ -366,7 +376,7 @@ impl Registry {
         }
     }
 
-    fn register(&mut self, info: &VersionInfo) -> Outcome {
+    fn register(&mut self, term: u64, index: u64, info: &VersionInfo) -> Outcome {
         if let Some(existing) = self.versions.get(&info.model) {
             if existing.plaintext_sha256 == info.plaintext_sha256 && !existing.retired {
                 return Outcome::ok();
@@ -379,8 +389,29 @@ impl Registry {
                 ),
             );
         }
+        if let Some(lineage) = &info.lineage {
+            let parent = ModelRef::new(&info.model.name, &lineage.parent);
+            if !self.versions.contains_key(&parent) {
+                return Outcome::reject(
+                    Rejection::FailedPrecondition,
+                    format!("{}'s parent {parent} is not registered", info.model),
+                );
+            }
+        }
         let mut info = info.clone();
         info.retired = false;
+        if let Some(lineage) = &info.lineage {
+            self.history.push(HistoryEntry {
+                action: "register".into(),
+                by: info.uploaded_by.clone(),
+                at_ms: info.uploaded_at.saturating_mul(1000),
+                from: Some(ModelRef::new(&info.model.name, &lineage.parent)),
+                to: info.model.clone(),
+                term,
+                index,
+                detail: lineage.summary(),
+            });
+        }
         self.versions.insert(info.model.clone(), info);
         Outcome::ok()
     }
@@ -483,6 +514,7 @@ impl Registry {
             to: model,
             term,
             index,
+            detail: String::new(),
         });
         fence
     }

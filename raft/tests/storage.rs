@@ -89,6 +89,7 @@ fn register(version: &str) -> Command {
             uploaded_at: 1_700_000_000,
             origin: 1,
             retired: false,
+            lineage: None,
         },
     }
 }

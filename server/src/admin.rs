@@ -35,6 +35,8 @@ pub struct AdminService {
     pub min_free_bytes: u64,
     pub data_dir: std::path::PathBuf,
     pub cluster: Arc<crate::cluster::Cluster>,
+    /// The quality guard's margin for compressed versions.
+    pub compression: crate::compression::CompressionConfig,
 }
 
 #[tonic::async_trait]
@@ -49,12 +51,13 @@ impl Admin for AdminService {
             .get::<crate::auth::Principal>()
             .filter(|p| p.name != crate::auth::ANONYMOUS)
             .map(|p| p.name.clone());
-        let (record, loaded) = self.upload(request.into_inner(), who).await.map_err(|e| {
-            tracing::warn!(error = %e, "upload refused");
-            Status::from(e)
-        })?;
+        let (record, loaded, lineage) =
+            self.upload(request.into_inner(), who).await.map_err(|e| {
+                tracing::warn!(error = %e, "upload refused");
+                Status::from(e)
+            })?;
         tracing::info!(name = %record.name, version = %record.version, sha256 = %record.sha256, "model stored");
-        if let Err(e) = self.register(&record, loaded).await {
+        if let Err(e) = self.register(&record, loaded, lineage).await {
             if matches!(
                 e,
                 crate::error::ClusterError::Rejected {
@@ -155,6 +158,19 @@ impl Admin for AdminService {
             .await
             .map_err(Status::from)?;
         Ok(Response::new(backup_proto(&m)))
+    }
+
+    type DownloadModelStream = crate::download::ChunkStream;
+
+    async fn download_model(
+        &self,
+        request: Request<pb::GetModelRequest>,
+    ) -> Result<Response<Self::DownloadModelStream>, Status> {
+        let r = request.into_inner();
+        crate::download::stream(self.store.clone(), &r.name, &r.version)
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn activate_model(
@@ -325,7 +341,7 @@ impl AdminService {
         &self,
         mut stream: Streaming<pb::UploadModelRequest>,
         principal: Option<String>,
-    ) -> Result<(ModelRecord, Loaded), AdminError> {
+    ) -> Result<(ModelRecord, Loaded, Option<rankd_raft::Lineage>), AdminError> {
         let meta = match stream.message().await? {
             Some(pb::UploadModelRequest {
                 part: Some(Part::Metadata(m)),
@@ -396,24 +412,54 @@ impl AdminService {
             None => meta.uploaded_by.clone(),
         };
         let stage_dir = staging.path().to_path_buf();
-        let (record, validated) = tokio::task::spawn_blocking(move || -> Result<_, AdminError> {
-            let dir = stage_dir.join("bundle");
-            std::fs::create_dir(&dir).map_err(AdminError::io("staging the upload"))?;
-            unpack_tar(&packed, &dir)?;
-            let bundle =
-                rankd_kernels::Bundle::open(&dir).map_err(|e| AdminError::Load(e.into()))?;
-            if bundle.manifest.name != meta.name || bundle.manifest.version != meta.version {
-                return Err(AdminError::Upload(format!(
+        let (cluster, policy) = (self.cluster.clone(), self.compression.clone());
+        let quality_override = meta.quality_override.clone();
+        let (record, validated, lineage) =
+            tokio::task::spawn_blocking(move || -> Result<_, AdminError> {
+                let dir = stage_dir.join("bundle");
+                std::fs::create_dir(&dir).map_err(AdminError::io("staging the upload"))?;
+                unpack_tar(&packed, &dir)?;
+                let bundle =
+                    rankd_kernels::Bundle::open(&dir).map_err(|e| AdminError::Load(e.into()))?;
+                if bundle.manifest.name != meta.name || bundle.manifest.version != meta.version {
+                    return Err(AdminError::Upload(format!(
                     "metadata names {} version {}, but the bundle's manifest says {} version {}",
                     meta.name, meta.version, bundle.manifest.name, bundle.manifest.version
                 )));
-            }
-            store_and_validate(&store, &dir, &who, &engine).map_err(AdminError::Load)
-        })
-        .await
-        .map_err(|e| AdminError::Upload(format!("validation thread failed: {e}")))??;
+                }
+                let existed = store.get(&meta.name, &meta.version).is_some();
+                let (record, loaded) =
+                    store_and_validate(&store, &dir, &who, &engine).map_err(AdminError::Load)?;
+                let lineage = bundle.manifest.lineage.as_ref().map(|l| {
+                    let applied = cluster.applied();
+                    let ctx = crate::compression::GuardContext {
+                        registry: &applied.registry,
+                        store: &store,
+                        engine: &engine,
+                        parent_loaded: cluster
+                            .local
+                            .get(&rankd_raft::ModelRef::new(&meta.name, &l.parent)),
+                        policy: &policy,
+                        override_reason: &quality_override,
+                    };
+                    crate::compression::check(&ctx, &bundle, loaded.ranker.as_ref())
+                });
+                match lineage.transpose() {
+                    Ok(lineage) => Ok((record, loaded, lineage.flatten())),
+                    Err(e) => {
+                        // Nothing that failed the guard is kept (a re-upload of a version that
+                        // is already stored keeps the stored copy).
+                        if !existed {
+                            let _ = store.remove(&meta.name, &meta.version);
+                        }
+                        Err(AdminError::Guard(e))
+                    }
+                }
+            })
+            .await
+            .map_err(|e| AdminError::Upload(format!("validation thread failed: {e}")))??;
         drop(staging);
-        Ok((record, validated))
+        Ok((record, validated, lineage))
     }
 
     fn to_proto(&self, r: &ModelRecord) -> pb::ModelRecord {
@@ -438,6 +484,11 @@ impl AdminService {
             },
             active: is(&registry.active),
             previous: is(&registry.previous),
+            lineage: registry
+                .versions
+                .get(&rankd_raft::ModelRef::new(&r.name, &r.version))
+                .and_then(|v| v.lineage.as_ref())
+                .map(crate::compression::lineage_proto),
         }
     }
 }

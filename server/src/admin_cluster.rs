@@ -65,6 +65,7 @@ pub fn version_info(record: &ModelRecord, origin: rankd_raft::NodeId) -> Version
         uploaded_at: record.uploaded_at,
         origin,
         retired: false,
+        lineage: None,
     }
 }
 
@@ -74,6 +75,7 @@ pub async fn register(
     cluster: &Cluster,
     record: &ModelRecord,
     loaded: Arc<Loaded>,
+    lineage: Option<rankd_raft::Lineage>,
 ) -> Result<(), ClusterError> {
     let model = ModelRef::new(&record.name, &record.version);
     // Other content under a registered version would serve under that version's fence:
@@ -92,7 +94,10 @@ pub async fn register(
     // Held before Register applies, so the reconciler (woken by it) finds the version
     // loaded and does not load a second copy.
     cluster.local.insert(model.clone(), loaded);
-    let info = version_info(record, cluster.id);
+    let info = VersionInfo {
+        lineage,
+        ..version_info(record, cluster.id)
+    };
     if let Err(e) = cluster.propose(Command::Register { info }).await {
         cluster.local.remove(&model);
         return Err(e);
@@ -111,8 +116,9 @@ impl AdminService {
         &self,
         record: &ModelRecord,
         loaded: Loaded,
+        lineage: Option<rankd_raft::Lineage>,
     ) -> Result<(), ClusterError> {
-        register(&self.cluster, record, Arc::new(loaded)).await
+        register(&self.cluster, record, Arc::new(loaded), lineage).await
     }
 
     /// The registry's versions, with this node's copy (state, local SHA-256) where it has one.
@@ -145,6 +151,7 @@ impl AdminService {
                     },
                     active: is(&registry.active, &v.model),
                     previous: is(&registry.previous, &v.model),
+                    lineage: v.lineage.as_ref().map(crate::compression::lineage_proto),
                 }
             })
             .collect()

@@ -193,6 +193,17 @@ impl Admin for AuditedAdmin {
         self.inner.get_model(r).await
     }
 
+    type DownloadModelStream = crate::download::ChunkStream;
+
+    async fn download_model(
+        &self,
+        r: Request<pb::GetModelRequest>,
+    ) -> Result<Response<Self::DownloadModelStream>, Status> {
+        let (who, target) = (principal(&r), at(&r.get_ref().name, &r.get_ref().version));
+        self.audited(who, "DownloadModel", target, self.inner.download_model(r))
+            .await
+    }
+
     async fn activate_model(
         &self,
         r: Request<pb::ActivateModelRequest>,

@@ -43,6 +43,8 @@ pub struct Config {
     pub tls: crate::tls::TlsConfig,
     /// Admin credentials and roles, per-client rate limits.
     pub auth: crate::auth::AuthConfig,
+    /// The quality guard for compressed versions (docs/compression.md).
+    pub compression: crate::compression::CompressionConfig,
 }
 
 /// How this node takes part in the replicated registry.
@@ -233,6 +235,7 @@ impl Default for Config {
             raft: RaftTiming::default(),
             tls: Default::default(),
             auth: Default::default(),
+            compression: Default::default(),
         }
     }
 }
@@ -499,6 +502,9 @@ impl Config {
         let client_ca = admin_tls.as_ref().is_some_and(|t| t.client_ca.is_some());
         if let Err((field, reason)) = self.auth.validate(client_ca) {
             return bad(field, reason);
+        }
+        if let Err(reason) = self.compression.validate() {
+            return bad("compression.max_ndcg_drop_pct", reason);
         }
         if self.auth.mode == crate::tls::SecurityMode::Required && self.tls.peer.is_none() {
             return bad(

@@ -128,6 +128,8 @@ pub enum AdminError {
     Stream(#[from] Status),
     #[error(transparent)]
     Load(LoadError),
+    #[error(transparent)]
+    Guard(crate::compression::GuardError),
 }
 
 impl AdminError {
@@ -146,6 +148,7 @@ impl From<AdminError> for Status {
             AdminError::Io { source, .. } => io_code(source),
             AdminError::Stream(s) => return s.clone(),
             AdminError::Load(l) => load_code(l),
+            AdminError::Guard(g) => guard_code(g),
         };
         Status::new(code, e.to_string())
     }
@@ -256,11 +259,29 @@ pub fn is_disk_full(e: &(dyn std::error::Error + 'static)) -> bool {
 
 /// Bundle content problems are the caller's (INVALID_ARGUMENT); tampered or unreadable
 /// artifacts are DATA_LOSS; a key the keyring lacks is FAILED_PRECONDITION.
-pub fn load_code(e: &LoadError) -> Code {
+/// A compressed version that lost too much quality, or cannot be measured, fails a
+/// precondition the operator can act on; a parent this node cannot read is its load error.
+pub fn guard_code(e: &crate::compression::GuardError) -> Code {
+    use crate::compression::GuardError as G;
     match e {
-        LoadError::Kernel(KernelError::Device(_) | KernelError::PrecisionUnsupported { .. }) => {
+        G::ParentUnknown { .. } | G::NoEvalSet { .. } | G::Degraded { .. } => {
             Code::FailedPrecondition
         }
+        G::ParentUnavailable { source, .. } => match load_code(source) {
+            Code::NotFound => Code::FailedPrecondition,
+            c => c,
+        },
+        G::Measure { .. } => Code::InvalidArgument,
+    }
+}
+
+pub fn load_code(e: &LoadError) -> Code {
+    match e {
+        LoadError::Kernel(
+            KernelError::Device(_)
+            | KernelError::PrecisionUnsupported { .. }
+            | KernelError::Int8OnCuda { .. },
+        ) => Code::FailedPrecondition,
         LoadError::Kernel(KernelError::Torch(_) | KernelError::Io { .. }) => Code::Internal,
         LoadError::Kernel(_) => Code::InvalidArgument,
         LoadError::Mismatch { .. } => Code::DataLoss,

@@ -327,6 +327,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         min_free_bytes: cfg.artifacts.min_free_bytes,
         data_dir: cfg.data_dir.clone(),
         cluster: cluster.clone(),
+        compression: cfg.compression.clone(),
     });
     // Upload chunks are a few MiB; the message limit only bounds one chunk.
     const UPLOAD_CHUNK_LIMIT: usize = 16 << 20;

@@ -38,6 +38,7 @@
 mod builder;
 mod bundle;
 mod cluster;
+pub mod exporter;
 mod load;
 mod metrics;
 mod node;
@@ -72,7 +73,7 @@ pub use proxy::PeerProxy;
 pub use raw::{raw_rank_client, RawH2};
 pub use site::Site;
 pub use tmpfs::Tmpfs;
-pub use upload::{pack_bundle, upload_dir, upload_messages};
+pub use upload::{pack_bundle, upload_dir, upload_dir_overriding, upload_messages};
 
 pub use rankd_proto::v1::{RankRequest, RankResponse, ScoredItem};
 pub use tonic_health::pb::health_check_response::ServingStatus;

@@ -40,6 +40,7 @@ pub fn upload_messages(
             version: version.into(),
             total_bytes,
             uploaded_by: "tests".into(),
+            quality_override: String::new(),
         })),
     }];
     msgs.extend(body.chunks(256 << 10).map(|c| UploadModelRequest {
@@ -53,6 +54,15 @@ pub async fn upload_dir(
     client: &mut AdminClient<Channel>,
     dir: &Path,
 ) -> Result<UploadModelResponse, tonic::Status> {
+    upload_dir_overriding(client, dir, "").await
+}
+
+/// [`upload_dir`] with the upload's `quality_override` reason (empty: none).
+pub async fn upload_dir_overriding(
+    client: &mut AdminClient<Channel>,
+    dir: &Path,
+    quality_override: &str,
+) -> Result<UploadModelResponse, tonic::Status> {
     let manifest: serde_json::Value = serde_json::from_slice(
         &std::fs::read(dir.join("manifest.json")).expect("reading manifest"),
     )
@@ -62,7 +72,10 @@ pub async fn upload_dir(
         manifest["version"].as_str().unwrap_or_default().to_string(),
     );
     let body = pack_bundle(dir);
-    let msgs = upload_messages(&name, &version, body.len() as u64, &body);
+    let mut msgs = upload_messages(&name, &version, body.len() as u64, &body);
+    if let Some(Part::Metadata(m)) = msgs.first_mut().and_then(|m| m.part.as_mut()) {
+        m.quality_override = quality_override.to_string();
+    }
     client
         .upload_model(futures::stream::iter(msgs))
         .await

@@ -168,6 +168,7 @@ pub async fn history(cluster: &Cluster) -> Result<pb::HistoryResponse, ClusterEr
             model_name: h.to.name.clone(),
             term: h.term,
             index: h.index,
+            detail: h.detail.clone(),
         })
         .collect();
     let audit = state

@@ -67,7 +67,7 @@ pub(super) async fn start_single(
         let model = rankd_raft::ModelRef::new(&record.name, &record.version);
         let active = cluster.applied().registry.active.clone();
         if active.as_ref().map(|f| &f.model) != Some(&model) {
-            crate::admin_cluster::register(cluster, &record, loaded).await?;
+            crate::admin_cluster::register(cluster, &record, loaded, None).await?;
             let req = rankd_proto::admin::v1::PromoteRequest {
                 name: record.name.clone(),
                 version: record.version.clone(),

@@ -75,6 +75,7 @@ fn promote_with_all_required_ready_activates() {
             to: m("v1"),
             term: 9,
             index: 17,
+            detail: String::new(),
         }]
     );
 }
@@ -191,6 +192,7 @@ fn rollback_swaps_active_and_previous_with_a_new_fence() {
             to: m("v1"),
             term: TERM,
             index: 9,
+            detail: String::new(),
         }
     );
     // A second rollback goes forward again, with yet another fence.

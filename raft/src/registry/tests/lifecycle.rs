@@ -75,6 +75,56 @@ fn same_version_string_under_another_name_is_a_different_model() {
     assert_eq!(h.reg.versions.len(), 2);
 }
 
+fn compressed(version: &str, parent: &str) -> Command {
+    Command::Register {
+        info: VersionInfo {
+            lineage: Some(Lineage {
+                parent: parent.into(),
+                method: "int8".into(),
+                params: "{}".into(),
+                k: 10,
+                eval_queries: 200,
+                ndcg_ppm: 935_000,
+                parent_ndcg_ppm: 940_000,
+                overlap_ppm: 900_000,
+                margin_ppm: 10_000,
+                override_reason: None,
+            }),
+            ..info(version, &format!("pt-{version}"), 1)
+        },
+    }
+}
+
+#[test]
+fn a_compressed_version_is_registered_with_a_history_entry_naming_its_parent() {
+    let mut h = Harness::new();
+    h.ok(register("v1", 1));
+    h.ok(compressed("v1-int8", "v1"));
+    assert!(h.reg.versions[&m("v1-int8")].lineage.is_some());
+    let entry = h.reg.history.last().expect("a register entry");
+    assert_eq!(entry.action, "register");
+    assert_eq!(entry.from, Some(m("v1")));
+    assert_eq!(entry.to, m("v1-int8"));
+    assert_eq!(entry.by, "alice");
+    assert!(
+        entry
+            .detail
+            .starts_with("int8 of v1: NDCG@10 0.9350 vs 0.9400"),
+        "{}",
+        entry.detail
+    );
+    // Registering the same content again is a no-op, not a second entry.
+    h.ok(compressed("v1-int8", "v1"));
+    assert_eq!(h.reg.history.len(), 1);
+}
+
+#[test]
+fn a_compressed_version_of_an_unregistered_parent_is_rejected() {
+    let mut h = Harness::new();
+    let msg = h.rejected(compressed("v2-int8", "v2"), Rejection::FailedPrecondition);
+    assert!(msg.contains("parent ranker@v2 is not registered"), "{msg}");
+}
+
 // --- ReportReady / ReportFailed ---
 
 #[test]

@@ -21,6 +21,7 @@ fn info(version: &str, plaintext: &str, origin: NodeId) -> VersionInfo {
         uploaded_at: 1_700_000_000,
         origin,
         retired: false,
+        lineage: None,
     }
 }
 

@@ -272,7 +272,29 @@ const HISTORY_COLUMNS: &[(&str, bool)] = &[
     ("to", false),
     ("by", false),
     ("time", false),
+    ("detail", false),
 ];
+
+/// A compressed version's lineage in one line (as the registry's history states it).
+pub fn lineage_line(l: &rankd_proto::admin::v1::Lineage) -> String {
+    let mut s = format!(
+        "{} of {}: NDCG@{} {:.4} vs parent {:.4} ({:+.2}%, margin {:.2}%), top-{} overlap {:.2} on {} held-out queries",
+        l.method,
+        l.parent_version,
+        l.k,
+        l.ndcg,
+        l.parent_ndcg,
+        -l.drop_pct,
+        l.margin_pct,
+        l.k,
+        l.top_k_overlap,
+        l.eval_queries
+    );
+    if !l.quality_override.is_empty() {
+        s.push_str(&format!("; quality override: {}", l.quality_override));
+    }
+    s
+}
 
 pub fn history_table(entries: &[HistoryEntry]) -> String {
     let rows: Vec<Vec<String>> = entries
@@ -287,6 +309,7 @@ pub fn history_table(entries: &[HistoryEntry]) -> String {
                 or_dash(&e.to_version).to_string(),
                 or_dash(&e.by).to_string(),
                 rfc3339_utc(e.at_ms),
+                e.detail.clone(),
             ]
         })
         .collect();
@@ -481,10 +504,14 @@ mod tests {
             model_name: "demo".into(),
             term: 3,
             index: 17,
+            detail: String::new(),
         };
         let text = history_table(&[e]);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "index  term  action   model  from  to  by   time");
+        assert_eq!(
+            lines[0],
+            "index  term  action   model  from  to  by   time                  detail"
+        );
         assert_eq!(
             lines[1],
             "   17     3  promote  demo   1     2   ops  2026-11-27T00:00:00Z"

@@ -3,6 +3,7 @@
 mod backup;
 mod certs;
 mod cluster;
+mod compress;
 mod conn;
 mod format;
 mod keys;
@@ -55,7 +56,23 @@ enum Command {
         /// Recorded with the version.
         #[arg(long, env = "USER", default_value = "unknown")]
         uploaded_by: String,
+        /// Register a compressed version even if its NDCG@10 falls further below its
+        /// parent's than the cluster allows; the reason is recorded in the history.
+        #[arg(long, default_value = "")]
+        quality_override: String,
     },
+    /// Fetch a stored version's bundle (plaintext) into a directory; needs the admin role.
+    Download {
+        name: String,
+        version: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        addr: String,
+    },
+    /// Compress a version with the exporter (int8, fp16, bf16, prune:S, distill:small) and
+    /// upload the result as a new version; the node refuses it if it lost too much NDCG@10.
+    Compress(compress::CompressArgs),
     /// List the versions in a node's store.
     Models {
         #[arg(long, default_value = "http://127.0.0.1:50051")]
@@ -213,8 +230,16 @@ async fn main() {
             bundle,
             addr,
             uploaded_by,
-        } => models::upload(&addr, &bundle, &uploaded_by).await,
+            quality_override,
+        } => models::upload(&addr, &bundle, &uploaded_by, &quality_override).await,
         Command::Models { addr } => models::list(&addr).await,
+        Command::Download {
+            name,
+            version,
+            out,
+            addr,
+        } => compress::download(&addr, &name, &version, &out).await,
+        Command::Compress(args) => compress::compress(args).await,
         Command::Activate {
             name,
             version,

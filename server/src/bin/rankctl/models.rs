@@ -23,7 +23,12 @@ fn status(what: &str) -> impl FnOnce(tonic::Status) -> anyhow::Error + '_ {
 }
 
 /// Packs the bundle in `dir` and streams it to the node, with a progress bar.
-pub async fn upload(addr: &str, dir: &Path, uploaded_by: &str) -> Result<()> {
+pub async fn upload(
+    addr: &str,
+    dir: &Path,
+    uploaded_by: &str,
+    quality_override: &str,
+) -> Result<()> {
     let manifest_path = dir.join("manifest.json");
     let manifest: serde_json::Value = serde_json::from_slice(
         &std::fs::read(&manifest_path)
@@ -55,6 +60,7 @@ pub async fn upload(addr: &str, dir: &Path, uploaded_by: &str) -> Result<()> {
             version: version.clone(),
             total_bytes: total,
             uploaded_by: uploaded_by.to_string(),
+            quality_override: quality_override.to_string(),
         })),
     };
     let path = packed.path.clone();
@@ -109,6 +115,9 @@ pub async fn upload(addr: &str, dir: &Path, uploaded_by: &str) -> Result<()> {
         record.sha256, record.size, record.key_id
     );
     println!("bundle   sha256 {}", record.plaintext_sha256);
+    if let Some(l) = &record.lineage {
+        println!("lineage  {}", crate::format::lineage_line(l));
+    }
     Ok(())
 }
 
@@ -124,19 +133,30 @@ pub async fn list(addr: &str) -> Result<()> {
         return crate::format::print_json(&models);
     }
     println!(
-        "{:<20} {:<10} {:<8} {:<12} {:>12}  {:<10} {:<16}",
-        "name", "version", "", "state", "bytes", "key", "sha256"
+        "{:<20} {:<16} {:<8} {:<12} {:>12}  {:<10} {:<16}  {:<10} {:<8} {:>8}",
+        "name", "version", "", "state", "bytes", "key", "sha256", "parent", "method", "ndcg"
     );
     for m in models {
+        let (parent, method, ndcg) = match &m.lineage {
+            Some(l) => (
+                l.parent_version.as_str(),
+                l.method.as_str(),
+                format!("{:.4}", l.ndcg),
+            ),
+            None => ("-", "-", "-".to_string()),
+        };
         println!(
-            "{:<20} {:<10} {:<8} {:<12} {:>12}  {:<10} {:.16}",
+            "{:<20} {:<16} {:<8} {:<12} {:>12}  {:<10} {:.16}  {:<10} {:<8} {:>8}",
             m.name,
             m.version,
             role(&m),
             m.state,
             m.size,
             m.key_id,
-            m.sha256
+            m.sha256,
+            parent,
+            method,
+            ndcg
         );
     }
     Ok(())
