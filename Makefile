@@ -16,7 +16,7 @@ CONFIG ?= deploy/rankd.toml
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test build build-debug model venv bench bench-gpu fmt lint clean cluster cluster-down drill \
+.PHONY: run test build build-debug model venv bench bench-compression bench-gpu fmt lint clean cluster cluster-down drill \
 	test-rules validate-deploy fuzz-smoke
 
 venv: $(VENV)/.installed
@@ -70,6 +70,10 @@ test: model fmt lint build-debug test-rules validate-deploy fuzz-smoke
 
 bench: model build
 	target/release/rankload bench --bundle $(BUNDLE) --rankd target/release/rankd --out bench-out/bench.json
+
+# Every compression variant of the demo model (docs/compression.md), measured in one run.
+bench-compression: model build
+	$(PY) deploy/bench/compression.py
 
 # Every disaster-recovery drill on a fresh local 3-node cluster (release build); writes
 # docs/drills.md, docs/drills.json and docs/drills-charts/. Exits non-zero when an objective

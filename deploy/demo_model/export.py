@@ -8,8 +8,9 @@ A *bundle* is a directory that rankd loads as one unit:
       items.safetensors   exactly one tensor, "items": float32 [item_count, item_dim], contiguous
       golden.json         known-good answers computed with the saved model (fp32, CPU)
       example_query.json  one query plus 1000 candidate ids, for the README quick start
-      manifest.json       written last; lists the sha256 of model.pt, items.safetensors
-                          and golden.json
+      eval.json           optional held-out evaluation set (demo: always; package: --eval)
+      manifest.json       written last; lists the sha256 of model.pt, items.safetensors,
+                          golden.json and eval.json (when present)
 
 manifest.json:
 
@@ -23,6 +24,14 @@ golden.json:
 
     {"cases": [{"query": [f32 x query_dim], "candidates": [i64 ...], "top_k": 10,
                 "expected_ids": [i64 x top_k], "expected_scores": [f32 x top_k]}, ...]}
+
+eval.json:
+
+    {"k": 10, "queries": [{"query": [f32 x query_dim], "candidates": [i64 ...],
+                           "labels": [int >= 0, one per candidate]}, ...]}
+
+    Graded relevance labels for NDCG@k (gain 2^label - 1).  `compress` needs it to measure
+    what a compressed model loses against its parent on data neither was trained on.
 
     expected_ids are in descending score order.  A case is only kept when the gap between
     the top_k-th and the (top_k+1)-th best score is at least 0.05 * std(scores of the case)
@@ -42,6 +51,8 @@ Subcommands:
 
     export.py demo    --out DIR   train a small MLP ranker on a synthetic catalogue
     export.py package --out DIR   wrap your own TorchScript model and item table
+    export.py compress --from DIR --method M --out DIR
+                                  derive a smaller/faster bundle (see compress.py)
 
 The demo is deterministic for a given --seed as long as training runs its full --steps;
 --train-seconds is a wall-clock safety cap and, when it cuts training short, the result
@@ -81,6 +92,7 @@ MODEL_FILE = "model.pt"
 ITEMS_FILE = "items.safetensors"
 GOLDEN_FILE = "golden.json"
 EXAMPLE_FILE = "example_query.json"
+EVAL_FILE = "eval.json"
 MANIFEST_FILE = "manifest.json"
 ITEMS_TENSOR = "items"
 
@@ -126,15 +138,17 @@ def make_streams(seed: int) -> dict[str, np.random.Generator]:
 class MlpRanker(nn.Module):
     """Scores every (query, item) pair with an MLP over the concatenation [query, item]."""
 
-    def __init__(self, query_dim: int, item_dim: int) -> None:
+    def __init__(self, query_dim: int, item_dim: int, hidden: tuple[int, ...] = (256, 128)) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(
-            nn.Linear(query_dim + item_dim, 256),
-            nn.ReLU(),
-            nn.Linear(256, 128),
-            nn.ReLU(),
-            nn.Linear(128, 1),
-        )
+        # Layers are created in the same order as the original fixed (256, 128) network, so
+        # the default draws identical initial weights from torch.manual_seed.
+        layers: list[nn.Module] = []
+        width = query_dim + item_dim
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        layers.append(nn.Linear(width, 1))
+        self.mlp = nn.Sequential(*layers)
 
     def forward(self, query: Tensor, items: Tensor) -> Tensor:
         # query [B, Dq], items [B, N, Di] -> scores [B, N]
@@ -294,6 +308,58 @@ class EvalResult:
     model_ndcg: float
     random_ndcg: float
     score_std: float
+    eval_set: dict  # the held-out set in eval.json form
+
+
+def eval_set_json(k: int, queries: np.ndarray, ids: np.ndarray, labels: np.ndarray) -> dict:
+    return {
+        "k": k,
+        "queries": [
+            {"query": [float(v) for v in q], "candidates": [int(i) for i in c], "labels": [int(v) for v in lab]}
+            for q, c, lab in zip(queries, ids, labels)
+        ],
+    }
+
+
+def _json_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def load_eval_set(path: Path, query_dim: int, item_count: int) -> dict:
+    """Reads and checks an eval.json; returns it normalised (floats as f32-rounded floats)."""
+    if not path.is_file():
+        raise BundleError(f"eval set {path} does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"cannot read eval set {path}: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("queries"), list) or not data["queries"]:
+        raise BundleError(f'eval set {path} must be {{"k": int, "queries": [non-empty list]}}')
+    k = data.get("k")
+    if not _json_int(k) or k < 1:
+        raise BundleError(f"eval set {path}: k must be a positive integer, got {k!r}")
+    out = []
+    for n, entry in enumerate(data["queries"]):
+        where = f"eval set {path}, queries[{n}]"
+        if not isinstance(entry, dict):
+            raise BundleError(f"{where} must be an object with query, candidates, labels")
+        query, cands, labels = entry.get("query"), entry.get("candidates"), entry.get("labels")
+        if (
+            not isinstance(query, list)
+            or len(query) != query_dim
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in query)
+        ):
+            raise BundleError(f"{where}: query must be {query_dim} finite numbers")
+        if not isinstance(cands, list) or len(cands) < k or not all(_json_int(i) for i in cands):
+            raise BundleError(f"{where}: candidates must be at least k={k} integer item ids")
+        if any(i < 0 or i >= item_count for i in cands):
+            raise BundleError(f"{where}: candidate ids must lie in [0, {item_count})")
+        if len(set(cands)) != len(cands):
+            raise BundleError(f"{where}: candidate ids repeat")
+        if not isinstance(labels, list) or len(labels) != len(cands) or not all(_json_int(v) and v >= 0 for v in labels):
+            raise BundleError(f"{where}: labels must be one integer >= 0 per candidate")
+        out.append({"query": [float(np.float32(v)) for v in query], "candidates": cands, "labels": labels})
+    return {"k": k, "queries": out}
 
 
 def evaluate(
@@ -311,6 +377,7 @@ def evaluate(
         model_ndcg=ndcg_at_k(scores, labels, EVAL_K),
         random_ndcg=ndcg_at_k(random_scores, labels, EVAL_K),
         score_std=float(np.mean(np.std(scores.astype(np.float64), axis=1))),
+        eval_set=eval_set_json(EVAL_K, queries.numpy(), ids, labels),
     )
 
 
@@ -409,8 +476,8 @@ def write_json(path: Path, obj: object, indent: int | None = None) -> None:
         os.fsync(f.fileno())
 
 
-def write_items(path: Path, items: Tensor) -> None:
-    save_file({ITEMS_TENSOR: items.to(torch.float32).contiguous()}, str(path))
+def write_items(path: Path, items: Tensor, dtype: torch.dtype = torch.float32) -> None:
+    save_file({ITEMS_TENSOR: items.to(dtype).contiguous()}, str(path))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, 0o666 & ~umask)  # save_file creates the file 0600
@@ -447,7 +514,10 @@ def write_manifest(
     item_count: int,
     created_at: str,
     training: dict | None = None,
+    precision: str = "fp32",
+    extra: dict | None = None,
 ) -> None:
+    listed = [MODEL_FILE, ITEMS_FILE, GOLDEN_FILE] + ([EVAL_FILE] if (staging / EVAL_FILE).exists() else [])
     manifest: dict = {
         "format_version": FORMAT_VERSION,
         "name": name,
@@ -455,12 +525,13 @@ def write_manifest(
         "query_dim": query_dim,
         "item_dim": item_dim,
         "item_count": item_count,
-        "precision": "fp32",
+        "precision": precision,
         "created_at": created_at,
-        "files": {f: sha256_file(staging / f) for f in (MODEL_FILE, ITEMS_FILE, GOLDEN_FILE)},
+        "files": {f: sha256_file(staging / f) for f in listed},
     }
     if training is not None:
         manifest["training"] = training
+    manifest.update(extra or {})
     write_json(staging / MANIFEST_FILE, manifest, indent=2)
 
 
@@ -595,6 +666,7 @@ def run_demo(args: argparse.Namespace) -> int:
         )
         write_json(staging / GOLDEN_FILE, {"cases": cases})
         write_json(staging / EXAMPLE_FILE, make_example_query(streams["example"], args.query_dim, args.items))
+        write_json(staging / EVAL_FILE, result.eval_set)
         write_manifest(
             staging,
             name=args.name,
@@ -721,6 +793,7 @@ def run_package(args: argparse.Namespace) -> int:
     item_count, item_dim = items.shape
     if args.golden_candidates > item_count:
         raise BundleError(f"--golden-candidates {args.golden_candidates} exceeds the {item_count} items in the table")
+    eval_set = load_eval_set(Path(args.eval), args.query_dim, item_count) if args.eval else None
     model_path = Path(args.model)
     model = load_user_model(model_path)
     streams = make_streams(args.seed)
@@ -741,6 +814,8 @@ def run_package(args: argparse.Namespace) -> int:
         )
         write_json(staging / GOLDEN_FILE, {"cases": cases})
         write_json(staging / EXAMPLE_FILE, make_example_query(streams["example"], args.query_dim, item_count))
+        if eval_set is not None:
+            write_json(staging / EVAL_FILE, eval_set)
         write_manifest(
             staging,
             name=args.name,
@@ -799,8 +874,34 @@ def build_parser() -> argparse.ArgumentParser:
     package.add_argument("--golden-cases", type=int, default=8, help="number of golden cases (default 8)")
     package.add_argument("--golden-candidates", type=int, default=100, help="candidates per golden case (default 100)")
     package.add_argument("--top-k", type=int, default=10, help="top_k of each golden case (default 10)")
+    package.add_argument("--eval", help="held-out eval set (eval.json format); needed later by compress")
     package.set_defaults(run=run_package)
+
+    compress = sub.add_parser("compress", help="derive a compressed bundle from an existing one")
+    common(compress)
+    compress.add_argument("--from", dest="parent", required=True, help="parent bundle directory (needs eval.json)")
+    compress.add_argument(
+        "--method", required=True, help="fp16 | bf16 | int8 | prune:<sparsity in (0,1)> | distill:small | distill:tiny"
+    )
+    compress.add_argument("--version", help="bundle version (default <parent version>-<method slug>)")
+    compress.add_argument("--steps", type=int, help="prune fine-tune / distill steps (default 300 / 800)")
+    compress.add_argument("--train-seconds", type=float, default=12.0, help="wall-clock cap on training (default 12)")
+    compress.add_argument("--train-queries", help="distill/prune training queries, .npy [n, query_dim] float32")
+    compress.add_argument("--no-bench", action="store_true", help="skip the CPU speed measurements")
+    compress.set_defaults(run=run_compress)
     return parser
+
+
+def run_compress(args: argparse.Namespace) -> int:
+    # Run as a script this module is __main__; registering it as "export" makes compress.py's
+    # `from export import ...` reuse it, so BundleError raised there is the class main() catches.
+    sys.modules.setdefault("export", sys.modules[__name__])
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import compress  # noqa: PLC0415  (imports export, so it cannot be imported at the top)
+
+    return compress.run(args)
 
 
 def main(argv: list[str] | None = None) -> int:

