@@ -129,7 +129,7 @@ pub enum AdminError {
     #[error(transparent)]
     Load(LoadError),
     #[error(transparent)]
-    Guard(crate::compression::GuardError),
+    Guard(Box<crate::compression::GuardError>),
 }
 
 impl AdminError {

@@ -34,7 +34,7 @@ pub enum GuardError {
         child: ModelRef,
         parent: ModelRef,
         #[source]
-        source: LoadError,
+        source: Box<LoadError>,
     },
     #[error("{child} cannot be measured against its parent {parent}: neither bundle has eval.json (held-out queries with graded labels); export with `package --eval` or from the demo exporter")]
     NoEvalSet { child: ModelRef, parent: ModelRef },
@@ -75,6 +75,16 @@ pub fn check(
     ctx: &GuardContext<'_>,
     child_bundle: &Bundle,
     child: &dyn Ranker,
+) -> Result<Option<Lineage>, Box<GuardError>> {
+    against_parent(ctx, child_bundle, child).map_err(Box::new)
+}
+
+// Built at most once per refused upload: the error's size does not matter here.
+#[allow(clippy::result_large_err)]
+fn against_parent(
+    ctx: &GuardContext<'_>,
+    child_bundle: &Bundle,
+    child: &dyn Ranker,
 ) -> Result<Option<Lineage>, GuardError> {
     let m = &child_bundle.manifest;
     let Some(lin) = &m.lineage else {
@@ -91,7 +101,7 @@ pub fn check(
     let unavailable = |source: LoadError| GuardError::ParentUnavailable {
         child: child_ref.clone(),
         parent: parent_ref.clone(),
-        source,
+        source: Box::new(source),
     };
     // One checkout serves both the parent's held-out set and, when the parent is not
     // loaded here, its model; the plaintext is gone when the checkout drops.
