@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Compression benchmark: every variant of the demo model, measured in one run.
 
-For each variant (fp32 parent, fp16, bf16, int8, pruned 50% and 80%, distilled) this
+For each variant (fp32 parent, fp16, bf16, int8 static and dynamic, pruned 50% and 80%,
+distilled) this
 exports the bundle with `export.py compress`, then runs `rankload bench` on it, which
 starts a real rankd on loopback and measures CPU p50 latency and saturated items/s through
 it. The fp32 parent is measured first and again last, so drift on a shared machine shows
@@ -30,6 +31,7 @@ VARIANTS = [
     ("fp16", "fp16"),
     ("bf16", "bf16"),
     ("int8", "int8"),
+    ("int8-dynamic", "int8dyn"),
     ("prune:0.5", "prune50"),
     ("prune:0.8", "prune80"),
     ("distill:small", "distill-small"),

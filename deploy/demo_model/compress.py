@@ -31,7 +31,6 @@ import json
 import math
 import shutil
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -39,6 +38,8 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from quantize import int8_dynamic, int8_static
 
 from export import (  # noqa: I001  (export.py is the module that imports this one)
     EVAL_FILE, EXAMPLE_FILE, FORMAT_VERSION, GOLDEN_FILE, ITEMS_FILE, MANIFEST_FILE, MODEL_FILE, TORCH_THREADS,
@@ -51,7 +52,7 @@ from export import (  # noqa: I001  (export.py is the module that imports this o
 STUDENT_WIDTHS = {"small": (128, 32), "tiny": (64, 32)}
 DEFAULT_STEPS = {"prune": 300, "distill": 800}
 HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-METHOD_CHOICES = "fp16, bf16, int8, prune:<sparsity in (0,1)> (e.g. prune:0.5), distill:small, distill:tiny"
+METHOD_CHOICES = "fp16, bf16, int8, int8-dynamic, prune:<sparsity in (0,1)> (e.g. prune:0.5), distill:small, distill:tiny"
 REQUIRED_FILES = (MODEL_FILE, ITEMS_FILE, GOLDEN_FILE)
 
 # Training batch shape for prune fine-tuning and distillation (as in train_ranker).
@@ -74,6 +75,8 @@ class Method:
 def parse_method(text: str) -> Method:
     if text in HALF_DTYPES or text == "int8":
         return Method(kind=text, slug=text)
+    if text == "int8-dynamic":
+        return Method(kind="int8", slug="int8dyn")
     if text.startswith("prune:"):
         try:
             sparsity = float(text.split(":", 1)[1])
@@ -396,38 +399,15 @@ def eager_copy(parent: Parent) -> MlpRanker | None:
     return model
 
 
-def compress_int8(parent: Parent) -> Compressed:
-    from torch.ao import quantization as tq  # noqa: PLC0415
-
-    engines = torch.backends.quantized.supported_engines
-    engine = next((e for e in ("x86", "fbgemm") if e in engines), None)
-    if engine is None:
-        raise BundleError(f"this torch build has no x86/fbgemm quantized engine (has {engines}); int8 needs one")
-    torch.backends.quantized.engine = engine
+def compress_int8(parent: Parent, method: Method, args: argparse.Namespace, rng: np.random.Generator) -> Compressed:
     eager = eager_copy(parent)
-    # torch.ao.quantization is deprecated in favour of torchao, which cannot emit TorchScript
-    # (the only format libtorch in rankd loads); the warning is expected and not actionable.
-    # quantize_dynamic_jit also touches .grad of non-leaf tensors internally, which warns.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", r"torch\.ao\.quantization is deprecated", DeprecationWarning)
-        warnings.filterwarnings("ignore", r"The \.grad attribute of a Tensor that is not a leaf", UserWarning)
-        if eager is not None:
-            widths = [m.out_features for m in eager.mlp if isinstance(m, nn.Linear)][:-1]
-            quantized = tq.quantize_dynamic(eager, {nn.Linear}, dtype=torch.qint8)
-            return torch.jit.script(quantized), torch.float32, {
-                "dtype": "qint8", "layers": "nn.Linear (dynamic activations)", "engine": engine,
-                "route": "eager MlpRanker rebuilt from the parent's weights", "hidden": widths}
-        try:
-            quantized = tq.quantize_dynamic_jit(
-                load_user_model(parent.dir / MODEL_FILE), {"": tq.default_dynamic_qconfig}
-            )
-        except Exception as exc:
-            raise BundleError(
-                "int8: the parent is not an export.py MlpRanker and TorchScript dynamic quantisation "
-                f"failed on it: {first_line(exc)}"
-            ) from exc
-    return quantized, torch.float32, {"dtype": "qint8", "layers": "aten::linear (dynamic activations)",
-                                      "engine": engine, "route": "quantize_dynamic_jit on the parent's TorchScript"}
+    if method.slug == "int8":
+        sample, source = query_sampler(args, parent, rng)
+        model, params = int8_static(eager, parent.items, sample, rng)
+        params["calibration_queries"] = source
+    else:
+        model, params = int8_dynamic(eager, parent.dir)
+    return model, torch.float32, params
 
 
 def compress_prune(parent: Parent, method: Method, args: argparse.Namespace, rng: np.random.Generator) -> Compressed:
@@ -505,7 +485,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_destination(out, args.force)
     torch.set_num_threads(TORCH_THREADS)
-    torch.use_deterministic_algorithms(True)
+    # Quantized CPU kernels resize their outputs, which torch flags as "not deterministic"
+    # although it is on the CPU; static int8 would fail under the strict setting.
+    torch.use_deterministic_algorithms(True, warn_only=method.slug == "int8")
     total_start = time.monotonic()
 
     parent_dir = Path(args.parent)
@@ -522,7 +504,7 @@ def run(args: argparse.Namespace) -> int:
     if method.kind in HALF_DTYPES:
         model, items_dtype, params = compress_half(parent, method)
     elif method.kind == "int8":
-        model, items_dtype, params = compress_int8(parent)
+        model, items_dtype, params = compress_int8(parent, method, args, streams["train"])
     elif method.kind == "prune":
         model, items_dtype, params = compress_prune(parent, method, args, streams["train"])
     else:
@@ -590,7 +572,10 @@ def run(args: argparse.Namespace) -> int:
                    "method": method.kind, "params": params}
         write_manifest(staging, name=pm["name"], version=version, query_dim=pm["query_dim"], item_dim=pm["item_dim"],
                        item_count=pm["item_count"], created_at=created_at, precision=precision,
-                       extra={"lineage": lineage, "report": report})
+                       extra={"lineage": lineage, "report": report,
+                              # rankd batches int8 requests together only when the activation
+                              # scales are static; a dynamic model ranks each request alone.
+                              **({"quantization": params["scheme"]} if precision == "int8" else {})})
 
         log(f"size: bundle {parent.artifact_bytes / 1e6:.2f} MB -> {report['artifact_bytes'] / 1e6:.2f} MB, "
             f"model.pt {parent.model_bytes / 1e3:.1f} kB -> {report['model_bytes'] / 1e3:.1f} kB")

@@ -44,6 +44,11 @@ pub struct Manifest {
     /// Where a compressed version came from; absent for a trained or packaged model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lineage: Option<Lineage>,
+    /// int8 bundles: `"static"` (activation scales fixed at export, so a request's scores
+    /// do not depend on its batch) or `"dynamic"` (scales per forward pass). Anything but
+    /// `"static"` makes the engine rank each request in its own pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<String>,
 }
 
 /// A compressed bundle's parent and the transform that produced it, as the exporter wrote
@@ -261,6 +266,7 @@ mod tests {
             created_at: "2026-01-01T00:00:00Z".into(),
             files,
             lineage: None,
+            quantization: None,
         };
         fs::write(dir.join(MANIFEST_FILE), serde_json::to_vec(&m).unwrap()).unwrap();
         m

@@ -109,7 +109,8 @@ impl TorchRanker {
             items,
             device,
             kind,
-            isolate_requests: stored == StoredPrecision::Int8,
+            isolate_requests: stored == StoredPrecision::Int8
+                && m.quantization.as_deref() != Some("static"),
             info: ModelInfo {
                 name: m.name.clone(),
                 version: m.version.clone(),
@@ -279,6 +280,7 @@ impl Ranker for TorchRanker {
         // whole input tensor, so in a shared batch a request's scores would depend on the
         // requests it happened to be batched with. Each request runs alone instead: the
         // same request always gets the same scores, as it does in the exporter's golden set.
+        // Static int8 (scales fixed at export) batches like any other model.
         if self.isolate_requests && batch.len() > 1 {
             let mut out = Vec::with_capacity(batch.len());
             for r in batch {

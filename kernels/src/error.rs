@@ -35,7 +35,7 @@ pub enum KernelError {
     Device(String),
     #[error("precision {precision} is not supported on {device}: half precision needs CUDA")]
     PrecisionUnsupported { precision: String, device: String },
-    #[error("an int8 bundle (dynamically quantised linear layers) runs on CPU only, and this node is configured for {device}: serve it from a node with device = \"cpu\", or compress the parent with --method fp16 for CUDA")]
+    #[error("an int8 bundle (quantised linear layers on fbgemm CPU kernels) runs on CPU only, and this node is configured for {device}: serve it from a node with device = \"cpu\", or compress the parent with --method fp16 for CUDA")]
     Int8OnCuda { device: String },
     #[error(
         "model does not fit the manifest (query_dim {query_dim}, item_dim {item_dim}): {reason}"

@@ -43,6 +43,7 @@ async fn every_method_yields_a_bundle_that_rankd_loads_validates_and_serves() {
 
     for (method, version, stored) in [
         ("int8", "1-int8", "int8"),
+        ("int8-dynamic", "1-int8dyn", "int8"),
         ("fp16", "1-fp16", "fp16"),
         ("bf16", "1-bf16", "bf16"),
         ("prune:0.5", "1-prune50", "prune"),
@@ -94,7 +95,7 @@ async fn every_method_yields_a_bundle_that_rankd_loads_validates_and_serves() {
         .iter()
         .filter(|m| m.lineage.as_ref().is_some_and(|l| l.parent_version == "1"))
         .count();
-    assert_eq!(with_parent, 5, "{models:?}");
+    assert_eq!(with_parent, 6, "{models:?}");
     let addr = c.node(1).endpoint();
     let table = stdout_of(&["models", "--addr", &addr]);
     let int8_row = table
