@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from quantize import int8_dynamic, int8_static
+from skew import skew
 
 from export import (  # noqa: I001  (export.py is the module that imports this one)
     EVAL_FILE, EXAMPLE_FILE, FORMAT_VERSION, GOLDEN_FILE, ITEMS_FILE, MANIFEST_FILE, MODEL_FILE, TORCH_THREADS,
@@ -52,7 +53,7 @@ from export import (  # noqa: I001  (export.py is the module that imports this o
 STUDENT_WIDTHS = {"small": (128, 32), "tiny": (64, 32)}
 DEFAULT_STEPS = {"prune": 300, "distill": 800}
 HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-METHOD_CHOICES = "fp16, bf16, int8, int8-dynamic, prune:<sparsity in (0,1)> (e.g. prune:0.5), distill:small, distill:tiny"
+METHOD_CHOICES = "fp16, bf16, int8, int8-dynamic, shift:D, scale:F (drills), prune:<sparsity in (0,1)> (e.g. prune:0.5), distill:small, distill:tiny"
 REQUIRED_FILES = (MODEL_FILE, ITEMS_FILE, GOLDEN_FILE)
 
 # Training batch shape for prune fine-tuning and distillation (as in train_ranker).
@@ -70,6 +71,7 @@ class Method:
     slug: str
     sparsity: float | None = None
     student: str | None = None
+    value: float | None = None  # shift: / scale: (drill transforms, skew.py)
 
 
 def parse_method(text: str) -> Method:
@@ -77,6 +79,15 @@ def parse_method(text: str) -> Method:
         return Method(kind=text, slug=text)
     if text == "int8-dynamic":
         return Method(kind="int8", slug="int8dyn")
+    if text.startswith(("shift:", "scale:")):
+        kind, _, raw = text.partition(":")
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or (kind == "scale" and value <= 0):
+            raise BundleError(f"--method {text!r}: needs a finite number (a positive one for scale:)")
+        return Method(kind=kind, slug=f"{kind}{raw}", value=value)
     if text.startswith("prune:"):
         try:
             sparsity = float(text.split(":", 1)[1])
@@ -507,6 +518,10 @@ def run(args: argparse.Namespace) -> int:
         model, items_dtype, params = compress_int8(parent, method, args, streams["train"])
     elif method.kind == "prune":
         model, items_dtype, params = compress_prune(parent, method, args, streams["train"])
+    elif method.kind in ("shift", "scale"):
+        assert method.value is not None
+        model, params = skew(parent.model, method.kind, method.value)
+        items_dtype = torch.float32
     else:
         model, items_dtype, params = compress_distill(parent, method, args, streams["train"])
     precision = method.kind if method.kind in ("fp16", "bf16", "int8") else "fp32"

@@ -62,6 +62,68 @@ fn single(
     }
 }
 
+/// How one golden case replayed on a serving model: for live monitoring, where a failure is
+/// a figure to export rather than a reason to refuse the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseReplay {
+    /// Whether the case passed the same check as at load.
+    pub passed: bool,
+    /// Share of the expected top-k ids the model also ranked in its top k.
+    pub agreement: f64,
+    /// Largest |score - expected| over the positions both rankings have.
+    pub max_score_error: f64,
+}
+
+/// Replays case `i` of `golden` alone. The outer error means the engine failed to rank it.
+pub fn replay_case(
+    ranker: &dyn Ranker,
+    golden: &GoldenSet,
+    i: usize,
+    tol: f32,
+) -> Result<CaseReplay, KernelError> {
+    let case = golden.cases.get(i).ok_or_else(|| KernelError::Golden {
+        case: i,
+        reason: format!("no such case (the set has {})", golden.cases.len()),
+    })?;
+    let input = RankInput {
+        query: &case.query,
+        candidates: &case.candidates,
+        top_k: case.top_k,
+    };
+    let got = match ranker.rank_batch(std::slice::from_ref(&input))?.pop() {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
+            // A non-finite score is the model misbehaving on this case: a failed replay.
+            return Ok(CaseReplay {
+                passed: false,
+                agreement: 0.0,
+                max_score_error: match e {
+                    KernelError::NonFiniteScore { .. } => f64::INFINITY,
+                    other => return Err(other),
+                },
+            });
+        }
+        None => return Err(KernelError::Torch("engine returned no result".into())),
+    };
+    let k = case.expected_ids.len().max(1);
+    let hits = got
+        .ids
+        .iter()
+        .filter(|id| case.expected_ids.contains(id))
+        .count();
+    let max_score_error = got
+        .scores
+        .iter()
+        .zip(&case.expected_scores)
+        .map(|(g, w)| f64::from((g - w).abs()))
+        .fold(0.0, f64::max);
+    Ok(CaseReplay {
+        passed: compare(i, case, &got, tol).is_ok(),
+        agreement: hits as f64 / k as f64,
+        max_score_error,
+    })
+}
+
 fn compare(i: usize, case: &GoldenCase, got: &Ranked, tol: f32) -> Result<(), KernelError> {
     let fail = |reason: String| Err(KernelError::Golden { case: i, reason });
     let k = case.top_k.min(case.candidates.len());
@@ -155,6 +217,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("position 0: score 2.1"), "{err}");
+    }
+
+    /// A ranker that returns fixed results, for the replay figures.
+    struct Fixed(Ranked);
+    impl Ranker for Fixed {
+        fn info(&self) -> &crate::ModelInfo {
+            unimplemented!("not needed by replay_case")
+        }
+        fn rank_batch(
+            &self,
+            _: &[RankInput<'_>],
+        ) -> Result<Vec<Result<Ranked, KernelError>>, KernelError> {
+            Ok(vec![Ok(self.0.clone())])
+        }
+    }
+
+    #[test]
+    fn replay_reports_agreement_and_score_error() {
+        let set = GoldenSet {
+            cases: vec![case()],
+        };
+        let ok = replay_case(
+            &Fixed(ranked(&[3, 1, 2], &[2.0, 1.0, 0.9995])),
+            &set,
+            0,
+            1e-3,
+        )
+        .unwrap();
+        assert_eq!(
+            (ok.passed, ok.agreement, ok.max_score_error),
+            (true, 1.0, 0.0)
+        );
+        let bad = replay_case(
+            &Fixed(ranked(&[3, 4, 2], &[2.5, 1.0, 0.9995])),
+            &set,
+            0,
+            1e-3,
+        )
+        .unwrap();
+        assert!(!bad.passed);
+        assert!((bad.agreement - 2.0 / 3.0).abs() < 1e-12);
+        assert!((bad.max_score_error - 0.5).abs() < 1e-6);
     }
 
     #[test]

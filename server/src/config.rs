@@ -45,6 +45,8 @@ pub struct Config {
     pub auth: crate::auth::AuthConfig,
     /// The quality guard for compressed versions (docs/compression.md).
     pub compression: crate::compression::CompressionConfig,
+    /// Live model-quality monitoring (docs/operations.md).
+    pub quality: crate::quality::QualityConfig,
 }
 
 /// How this node takes part in the replicated registry.
@@ -236,6 +238,7 @@ impl Default for Config {
             tls: Default::default(),
             auth: Default::default(),
             compression: Default::default(),
+            quality: Default::default(),
         }
     }
 }
@@ -505,6 +508,9 @@ impl Config {
         }
         if let Err(reason) = self.compression.validate() {
             return bad("compression.max_ndcg_drop_pct", reason);
+        }
+        if let Err((field, reason)) = self.quality.validate() {
+            return bad(field, reason);
         }
         if self.auth.mode == crate::tls::SecurityMode::Required && self.tls.peer.is_none() {
             return bad(

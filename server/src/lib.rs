@@ -28,6 +28,7 @@ pub mod model;
 pub mod node;
 pub mod node_state;
 pub mod oip;
+pub mod quality;
 pub mod scheduler;
 pub mod service;
 pub mod stack;

@@ -20,8 +20,10 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 mod host;
+mod quality;
 mod security;
 pub use host::HostMetrics;
+pub use quality::QualityMetrics;
 pub use security::{AuthMetrics, DeniedLabels, PortLabel, PortResult, SurfaceLabel, TlsMetrics};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -89,6 +91,7 @@ pub struct Metrics {
     pub tls: TlsMetrics,
     pub auth: AuthMetrics,
     pub host: HostMetrics,
+    pub quality: QualityMetrics,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -309,7 +312,10 @@ impl Metrics {
         auth.register(&mut registry);
         let host = HostMetrics::default();
         host.register(&mut registry);
+        let quality = QualityMetrics::default();
+        quality.register(&mut registry);
         Metrics {
+            quality,
             registry,
             raft,
             peers,

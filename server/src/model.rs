@@ -13,6 +13,8 @@ use rankd_artifact::{ModelRecord, Store, StoreError};
 use rankd_kernels::bundle::MANIFEST_FILE;
 use rankd_kernels::{Bundle, EngineConfig, KernelError, ModelInfo, Ranker, TorchRanker};
 
+use crate::quality::ScoreStats;
+
 /// Why a version could not be stored or loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -32,6 +34,16 @@ pub struct Loaded {
     /// `(term, log index)` of the registry entry that activated this version; `(0, 0)`
     /// while it is only loaded, not active.
     pub fence: (u64, u64),
+    /// What this version's live traffic got scored; shared by every activation of it.
+    pub scores: Arc<ScoreStats>,
+    /// The bundle's golden set, replayed periodically while the version serves.
+    pub golden: Option<Arc<GoldenReference>>,
+}
+
+/// A golden set and the tolerance it was validated with at load.
+pub struct GoldenReference {
+    pub set: rankd_kernels::GoldenSet,
+    pub tolerance: f32,
 }
 
 impl Loaded {
@@ -42,7 +54,14 @@ impl Loaded {
             info,
             load_seconds,
             fence: (0, 0),
+            scores: Arc::new(ScoreStats::new()),
+            golden: None,
         }
+    }
+
+    pub fn with_golden(mut self, golden: GoldenReference) -> Loaded {
+        self.golden = Some(Arc::new(golden));
+        self
     }
 
     /// The same loaded model under an activation's fence (shares the engine: no reload).
@@ -52,6 +71,8 @@ impl Loaded {
             info: self.info.clone(),
             load_seconds: self.load_seconds,
             fence: (term, index),
+            scores: self.scores.clone(),
+            golden: self.golden.clone(),
         }
     }
 }
@@ -75,7 +96,22 @@ impl ModelSlot {
     }
 
     /// Makes `model` the serving model; the one it replaces stays loaded as previous.
+    ///
+    /// A different version inherits, as its drift baseline, the scores the outgoing version
+    /// served just before the switch: the same traffic, so a new model that scores it very
+    /// differently shows up as drift.
     pub fn install(&self, model: Arc<Loaded>) {
+        if let Some(old) = self.current() {
+            if old.info.version != model.info.version || old.info.name != model.info.name {
+                let source = format!(
+                    "{}@{}'s live scores at the switch",
+                    old.info.name, old.info.version
+                );
+                if let Some(b) = old.scores.as_baseline(source) {
+                    model.scores.set_baseline(b);
+                }
+            }
+        }
         let old = self
             .current
             .write()
@@ -118,7 +154,13 @@ pub fn load_stored(
         });
     }
     let (ranker, _) = TorchRanker::load(&bundle, engine)?;
-    Ok(Loaded::new(Arc::new(ranker), start.elapsed().as_secs_f64()))
+    let golden = GoldenReference {
+        set: bundle.golden.clone(),
+        tolerance: engine
+            .golden_tolerance
+            .unwrap_or_else(|| engine.precision.default_golden_tolerance()),
+    };
+    Ok(Loaded::new(Arc::new(ranker), start.elapsed().as_secs_f64()).with_golden(golden))
 }
 
 /// Seals the bundle in `dir` into the store and proves it loads from the store (checksums,

@@ -389,6 +389,19 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         cpu_seen,
         background_stopped.clone(),
     ));
+    let quality_task = tokio::spawn(crate::quality::export(
+        slot.clone(),
+        metrics.clone(),
+        background_stopped.clone(),
+    ));
+    let replay_task = (cfg.quality.golden_replay_interval_s > 0).then(|| {
+        tokio::spawn(crate::quality::replay::run(
+            slot.clone(),
+            metrics.clone(),
+            Duration::from_secs(cfg.quality.golden_replay_interval_s),
+            background_stopped.clone(),
+        ))
+    });
     let tls_task = tokio::spawn(crate::tls::reload_loop(
         tls.clone(),
         Duration::from_secs(cfg.tls.reload_interval_s),
@@ -512,6 +525,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let _ = stop_background.send(true);
     let _ = tls_task.await;
     let _ = host_task.await;
+    let _ = quality_task.await;
+    if let Some(t) = replay_task {
+        let _ = t.await;
+    }
     let _ = metrics_task.await;
     let _ = scrub_task.await;
     let _ = gpu_memory_task.await;

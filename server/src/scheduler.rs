@@ -300,6 +300,7 @@ fn reply_all(
     model: &Arc<Loaded>,
     metrics: &Metrics,
 ) {
+    model.scores.record(&results);
     let mut results = results.into_iter();
     for job in jobs {
         let res = match results.next() {

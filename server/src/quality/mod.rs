@@ -1,0 +1,49 @@
+//! Live model quality on each node: what the active version's traffic gets scored, and how
+//! far that has drifted from the scores served before it was promoted.
+
+pub mod config;
+pub mod drift;
+pub mod replay;
+pub mod scores;
+
+pub use config::QualityConfig;
+pub use drift::Baseline;
+pub use scores::{ScoreStats, Snapshot};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::metrics::Metrics;
+use crate::model::ModelSlot;
+
+/// How often the serving version's statistics are copied into the metrics.
+pub const EXPORT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Copies the serving version's score statistics into the metrics every
+/// [`EXPORT_INTERVAL`] until `stop` changes, and drops a version's series once it no longer
+/// serves.
+pub async fn export(
+    slot: Arc<ModelSlot>,
+    metrics: Arc<Metrics>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(EXPORT_INTERVAL);
+    let mut shown: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = ticker.tick() => {}
+        }
+        let current = slot.current();
+        let version = current.as_ref().map(|m| m.info.version.clone());
+        if let Some(old) = shown.as_deref().filter(|&o| Some(o) != version.as_deref()) {
+            metrics.quality.forget(old);
+        }
+        if let Some(m) = current {
+            metrics
+                .quality
+                .update(&m.info.version, &m.scores.snapshot());
+        }
+        shown = version;
+    }
+}
