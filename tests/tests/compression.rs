@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use rankd_proto::admin::v1::ListModelsRequest;
+use rankd_proto::admin::v1::{ListModelsRequest, ModelRecord};
 use rankd_tests::exporter::compress;
 use rankd_tests::{init, rankctl_bin, upload_dir, upload_dir_overriding, Cluster};
 use tonic::Code;
@@ -15,6 +15,16 @@ fn rankctl(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("running rankctl")
+}
+
+async fn listed(c: &Cluster) -> Vec<ModelRecord> {
+    c.admin(1)
+        .await
+        .list_models(ListModelsRequest {})
+        .await
+        .expect("ListModels")
+        .into_inner()
+        .models
 }
 
 fn stdout_of(args: &[&str]) -> String {
@@ -83,14 +93,7 @@ async fn every_method_yields_a_bundle_that_rankd_loads_validates_and_serves() {
     }
 
     tracing::info!("--- lineage in ListModels, rankctl models and rankctl history");
-    let models = c
-        .admin(1)
-        .await
-        .list_models(ListModelsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .models;
+    let models = listed(&c).await;
     let with_parent = models
         .iter()
         .filter(|m| m.lineage.as_ref().is_some_and(|l| l.parent_version == "1"))
@@ -141,17 +144,10 @@ async fn the_guard_refuses_an_over_pruned_variant_and_records_an_override() {
             && msg.contains("max_ndcg_drop_pct = 1.00%"),
         "{msg}"
     );
-    let listed = c
-        .admin(1)
-        .await
-        .list_models(ListModelsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .models;
+    let models = listed(&c).await;
     assert!(
-        listed.iter().all(|m| m.version != "1-degraded"),
-        "{listed:?}"
+        models.iter().all(|m| m.version != "1-degraded"),
+        "{models:?}"
     );
     c.rank(1).await.expect("the node keeps serving version 1");
 
@@ -227,14 +223,8 @@ async fn rankctl_compress_downloads_the_parent_compresses_and_uploads() {
     ]);
     assert!(out.contains("uploaded demo-ranker version 1-fp16"), "{out}");
     assert!(out.contains("lineage  fp16 of 1: NDCG@10"), "{out}");
-    let rec = c
-        .admin(1)
+    let rec = listed(&c)
         .await
-        .list_models(ListModelsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .models
         .into_iter()
         .find(|m| m.version == "1-fp16")
         .expect("1-fp16 is registered");
