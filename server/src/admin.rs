@@ -37,6 +37,8 @@ pub struct AdminService {
     pub cluster: Arc<crate::cluster::Cluster>,
     /// The quality guard's margin for compressed versions.
     pub compression: crate::compression::CompressionConfig,
+    /// Shared with the Rank service: `InjectFault` sets it.
+    pub fault: Arc<crate::fault::FaultInjector>,
 }
 
 #[tonic::async_trait]
@@ -161,6 +163,14 @@ impl Admin for AdminService {
     }
 
     type DownloadModelStream = crate::download::ChunkStream;
+
+    async fn inject_fault(
+        &self,
+        request: Request<pb::InjectFaultRequest>,
+    ) -> Result<Response<pb::InjectFaultResponse>, Status> {
+        crate::fault_admin::inject(&self.fault, &self.node_id, &self.metrics, request.get_ref())
+            .map(Response::new)
+    }
 
     async fn download_model(
         &self,

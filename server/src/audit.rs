@@ -195,6 +195,15 @@ impl Admin for AuditedAdmin {
 
     type DownloadModelStream = crate::download::ChunkStream;
 
+    async fn inject_fault(
+        &self,
+        r: Request<pb::InjectFaultRequest>,
+    ) -> Result<Response<pb::InjectFaultResponse>, Status> {
+        let (who, target) = (principal(&r), String::new());
+        self.audited(who, "InjectFault", target, self.inner.inject_fault(r))
+            .await
+    }
+
     async fn download_model(
         &self,
         r: Request<pb::GetModelRequest>,

@@ -18,6 +18,8 @@ pub mod compression;
 pub mod config;
 pub mod download;
 pub mod error;
+pub mod fault;
+pub mod fault_admin;
 pub mod forward;
 pub mod gpu_memory;
 pub mod health;

@@ -19,9 +19,11 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
+mod fault;
 mod host;
 mod quality;
 mod security;
+pub use fault::FaultMetrics;
 pub use host::HostMetrics;
 pub use quality::QualityMetrics;
 pub use security::{AuthMetrics, DeniedLabels, PortLabel, PortResult, SurfaceLabel, TlsMetrics};
@@ -92,6 +94,7 @@ pub struct Metrics {
     pub auth: AuthMetrics,
     pub host: HostMetrics,
     pub quality: QualityMetrics,
+    pub fault: FaultMetrics,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -314,7 +317,10 @@ impl Metrics {
         host.register(&mut registry);
         let quality = QualityMetrics::default();
         quality.register(&mut registry);
+        let fault = FaultMetrics::default();
+        fault.register(&mut registry);
         Metrics {
+            fault,
             quality,
             registry,
             raft,

@@ -271,13 +271,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         .cluster
         .forward_rank
         .then(|| Forwarder::new(cluster.clone(), cfg.node_id.clone()));
+    let fault = Arc::new(crate::fault::FaultInjector::new());
     let rank = RankService::new(
         scheduler.clone(),
         slot.clone(),
         state.clone(),
         forwarder,
         b.max_candidates,
-    );
+    )
+    .with_fault(fault.clone(), &cfg.node_id);
     // The Open Inference Protocol serves every row through this same RankService, and both
     // APIs share one serving stack (one concurrency limit): see `oip`.
     let rank = Arc::new(rank);
@@ -328,6 +330,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         data_dir: cfg.data_dir.clone(),
         cluster: cluster.clone(),
         compression: cfg.compression.clone(),
+        fault,
     });
     // Upload chunks are a few MiB; the message limit only bounds one chunk.
     const UPLOAD_CHUNK_LIMIT: usize = 16 << 20;

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::error::ServeError;
+use crate::fault::FaultInjector;
 use crate::forward::{Forwarder, Why, FORWARDED_HEADER};
 use crate::model::ModelSlot;
 use crate::node_state::NodeState;
@@ -26,6 +27,9 @@ pub struct RankService {
     forwarder: Option<Forwarder>,
     max_candidates: usize,
     next_id: AtomicU64,
+    /// Drill faults (`InjectFault`) applied to every call this node serves itself.
+    fault: Arc<FaultInjector>,
+    node_id: String,
 }
 
 impl RankService {
@@ -43,7 +47,16 @@ impl RankService {
             forwarder,
             max_candidates,
             next_id: AtomicU64::new(1),
+            fault: Arc::new(FaultInjector::new()),
+            node_id: String::new(),
         }
+    }
+
+    /// Shares `fault` with the admin API's `InjectFault` on node `node_id`.
+    pub fn with_fault(mut self, fault: Arc<FaultInjector>, node_id: &str) -> Self {
+        self.fault = fault;
+        self.node_id = node_id.to_string();
+        self
     }
 
     /// Checks everything the engine would and the server's own limits, so a bad request is
@@ -136,6 +149,7 @@ impl Ranker for RankService {
                 }
             }
             let arrival = arrival.unwrap_or_else(|| self.scheduler.arrival());
+            self.fault.apply(&self.node_id).await?;
             match self.rank_inner(req, deadline, arrival).await {
                 Ok(scored) => {
                     tracing::debug!(returned = scored.ranked.ids.len(), version = %scored.model.info.version, "ranked");

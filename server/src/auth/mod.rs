@@ -67,7 +67,7 @@ pub struct Principal {
 
 /// Every admin RPC and the role it needs. Reads are `reader`; changes to what is served,
 /// and backups, are `operator`; membership and keys are `admin`.
-pub const ADMIN_METHODS: [(&str, Role); 16] = [
+pub const ADMIN_METHODS: [(&str, Role); 17] = [
     ("ListModels", Role::Reader),
     ("GetModel", Role::Reader),
     ("ListBackups", Role::Reader),
@@ -81,6 +81,7 @@ pub const ADMIN_METHODS: [(&str, Role); 16] = [
     ("VerifyBackup", Role::Operator),
     ("RotateKeys", Role::Admin),
     ("DownloadModel", Role::Admin),
+    ("InjectFault", Role::Admin),
     ("InitCluster", Role::Admin),
     ("AddNode", Role::Admin),
     ("RemoveNode", Role::Admin),

@@ -5,6 +5,7 @@ mod certs;
 mod cluster;
 mod compress;
 mod conn;
+mod fault;
 mod format;
 mod keys;
 mod models;
@@ -73,6 +74,8 @@ enum Command {
     /// Compress a version with the exporter (int8, fp16, bf16, prune:S, distill:small) and
     /// upload the result as a new version; the node refuses it if it lost too much NDCG@10.
     Compress(compress::CompressArgs),
+    /// Drills: make one node's Rank calls slow or failing (a gray failure), or clear it.
+    Fault(fault::FaultArgs),
     /// List the versions in a node's store.
     Models {
         #[arg(long, default_value = "http://127.0.0.1:50051")]
@@ -240,6 +243,7 @@ async fn main() {
             addr,
         } => compress::download(&addr, &name, &version, &out).await,
         Command::Compress(args) => compress::compress(args).await,
+        Command::Fault(args) => fault::run(args).await,
         Command::Activate {
             name,
             version,
