@@ -394,6 +394,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     ));
     let quality_task = tokio::spawn(crate::quality::export(
         slot.clone(),
+        state.clone(),
         metrics.clone(),
         background_stopped.clone(),
     ));

@@ -37,6 +37,8 @@ pub struct NodeState {
     closing: watch::Sender<bool>,
     /// Whether the inference engine can take work; set once the scheduler exists.
     engine: OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
+    /// Recent Rank outcomes and latencies on this node.
+    pub live: crate::quality::live::LiveSignals,
 }
 
 /// Counts one Rank call as in flight until dropped.
@@ -72,6 +74,7 @@ impl NodeState {
             changed: watch::channel(0).0,
             closing: watch::channel(false).0,
             engine: OnceLock::new(),
+            live: Default::default(),
         }
     }
 

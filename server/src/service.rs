@@ -144,11 +144,38 @@ impl Ranker for RankService {
                 arrival = None;
                 if let Some(answer) = fwd
                     .forward(req.clone(), deadline, why, traceparent.as_ref())
-                    .await {
+                    .await
+                {
                     return answer.map(Response::new);
                 }
             }
             let arrival = arrival.unwrap_or_else(|| self.scheduler.arrival());
+            let started = Instant::now();
+            let served = self
+                .serve_here(req, deadline, arrival, request_id, forwarder, traceparent)
+                .await;
+            self.state
+                .live
+                .record(served.as_ref().err().map(Status::code), started.elapsed());
+            served
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+impl RankService {
+    /// Serves a call on this node (the queue-full fallback may still forward it once).
+    async fn serve_here(
+        &self,
+        req: RankRequest,
+        deadline: Option<Instant>,
+        arrival: crate::scheduler::Arrival,
+        request_id: String,
+        forwarder: Option<&Forwarder>,
+        traceparent: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    ) -> Result<Response<RankResponse>, Status> {
+        {
             self.fault.apply(&self.node_id).await?;
             match self.rank_inner(req, deadline, arrival).await {
                 Ok(scored) => {
@@ -165,7 +192,8 @@ impl Ranker for RankService {
                         };
                         if let Some(answer) = fwd
                             .forward(req, deadline, Why::QueueFull, traceparent.as_ref())
-                            .await {
+                            .await
+                        {
                             return answer.map(Response::new);
                         }
                     }
@@ -174,12 +202,8 @@ impl Ranker for RankService {
                 }
             }
         }
-        .instrument(span)
-        .await
     }
-}
 
-impl RankService {
     /// A refusal for a full queue hands the job back, so it can be forwarded.
     async fn rank_inner(
         &self,

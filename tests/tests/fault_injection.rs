@@ -92,3 +92,47 @@ async fn a_node_can_be_made_slow_or_failing_and_healed() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_faulty_node_reports_its_error_share_and_p99_in_status_and_metrics() {
+    init();
+    let c = Cluster::start(1).await;
+    c.serve_v1().await;
+    for _ in 0..10 {
+        c.rank(1).await.expect("healthy");
+    }
+    let healthy = c.status(1).await;
+    let me = rankd_tests::node_status(&healthy, 1).expect("node 1 in status");
+    assert_eq!(me.error_ratio, 0.0);
+    assert!(me.recent_calls >= 10, "{me:?}");
+
+    tracing::info!("--- a quarter of the calls fail and every call waits 250 ms");
+    c.admin(1)
+        .await
+        .inject_fault(InjectFaultRequest {
+            latency_ms: 250,
+            error_ratio: 0.25,
+            ..Default::default()
+        })
+        .await
+        .expect("inject");
+    for _ in 0..30 {
+        let _ = c.rank(1).await;
+    }
+    let st = c.status(1).await;
+    let me = rankd_tests::node_status(&st, 1).expect("node 1 in status");
+    // 30 calls under the fault: exactly 7 failed (0.25 x 30, rounded down); every call since
+    // the node started is in the window.
+    assert!(me.recent_calls >= 40, "{me:?}");
+    let failed = me.error_ratio * f64::from(me.recent_calls);
+    assert!((failed - 7.0).abs() < 1e-6, "{me:?}");
+    assert!(me.p99_ms >= 250.0, "{me:?}");
+    wait_until("the live metrics", Duration::from_secs(10), || async {
+        let m = c.node(1).metrics().await;
+        let calls = m.value("rankd_live_calls").unwrap_or(0.0);
+        m.value("rankd_live_error_ratio")
+            .is_some_and(|v| calls >= 40.0 && (v * calls - 7.0).abs() < 1e-6)
+            && m.value("rankd_live_p99_seconds").is_some_and(|v| v >= 0.25)
+    })
+    .await;
+}

@@ -32,6 +32,13 @@ pub struct NodeView {
     pub queue_depth: u32,
     #[serde(default)]
     pub in_flight: u32,
+    /// The node's own recent Rank outcomes (see `quality::live`).
+    #[serde(default)]
+    pub error_ratio: f64,
+    #[serde(default)]
+    pub p99_ms: f64,
+    #[serde(default)]
+    pub recent_calls: u32,
 }
 
 pub fn node_view(cluster: &Cluster, serving: bool) -> NodeView {
@@ -51,6 +58,7 @@ pub fn node_view(cluster: &Cluster, serving: bool) -> NodeView {
     };
     let current = cluster.local.slot().current();
     let activation = cluster.local.activation();
+    let live = cluster.node.live.snapshot();
     NodeView {
         id: cluster.id,
         role: role.into(),
@@ -71,6 +79,9 @@ pub fn node_view(cluster: &Cluster, serving: bool) -> NodeView {
         activated_index: activation.index,
         queue_depth: cluster.node.queue_depth(),
         in_flight: u32::try_from(cluster.node.in_flight()).unwrap_or(u32::MAX),
+        error_ratio: live.error_ratio,
+        p99_ms: live.p99.as_secs_f64() * 1e3,
+        recent_calls: u32::try_from(live.calls).unwrap_or(u32::MAX),
     }
 }
 
@@ -183,6 +194,9 @@ fn node_proto(id: NodeId, n: &PeerNode, voter: bool, view: Option<NodeView>) -> 
         activated_index: v.activated_index,
         queue_depth: v.queue_depth,
         in_flight: v.in_flight,
+        error_ratio: v.error_ratio,
+        p99_ms: v.p99_ms,
+        recent_calls: v.recent_calls,
         ..Default::default()
     }
 }

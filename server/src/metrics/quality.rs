@@ -48,6 +48,9 @@ pub struct QualityMetrics {
     pub golden_max_error: F64Gauges<VersionLabel>,
     pub golden_pass: F64Gauges<VersionLabel>,
     pub golden_rounds: Family<ReplayResult, Counter>,
+    pub live_error_ratio: Gauge<f64, AtomicU64>,
+    pub live_p99: Gauge<f64, AtomicU64>,
+    pub live_calls: Gauge,
 }
 
 const QUANTILES: [(f64, &str); 3] = [(0.5, "0.5"), (0.9, "0.9"), (0.99, "0.99")];
@@ -103,6 +106,21 @@ impl QualityMetrics {
             "golden_replay_pass",
             "1 if every golden case passed in the last replay, else 0",
             self.golden_pass.clone(),
+        );
+        registry.register(
+            "live_error_ratio",
+            "Share of this node's last 1024 Rank calls that failed through the node's doing (not the caller's)",
+            self.live_error_ratio.clone(),
+        );
+        registry.register(
+            "live_p99_seconds",
+            "p99 latency of this node's last 1024 Rank calls, as served here",
+            self.live_p99.clone(),
+        );
+        registry.register(
+            "live_calls",
+            "Rank calls in the live window (at most 1024)",
+            self.live_calls.clone(),
         );
         registry.register(
             "golden_replays",

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod drift;
+pub mod live;
 pub mod replay;
 pub mod scores;
 
@@ -24,6 +25,7 @@ pub const EXPORT_INTERVAL: Duration = Duration::from_secs(2);
 /// serves.
 pub async fn export(
     slot: Arc<ModelSlot>,
+    state: Arc<crate::node_state::NodeState>,
     metrics: Arc<Metrics>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -44,6 +46,13 @@ pub async fn export(
                 .quality
                 .update(&m.info.version, &m.scores.snapshot());
         }
+        let live = state.live.snapshot();
+        metrics.quality.live_error_ratio.set(live.error_ratio);
+        metrics.quality.live_p99.set(live.p99.as_secs_f64());
+        metrics
+            .quality
+            .live_calls
+            .set(i64::try_from(live.calls).unwrap_or(i64::MAX));
         shown = version;
     }
 }
