@@ -193,6 +193,14 @@ impl Bundle {
         })
     }
 
+    /// Every file that makes up the bundle: the manifest, then each file it lists. This is
+    /// what is packed, sealed and streamed as one unit.
+    pub fn file_names(&self) -> Vec<&str> {
+        let mut files = vec![MANIFEST_FILE];
+        files.extend(self.manifest.files.keys().map(String::as_str));
+        files
+    }
+
     pub fn model_path(&self) -> PathBuf {
         self.dir.join(MODEL_FILE)
     }

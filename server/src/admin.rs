@@ -168,8 +168,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::InjectFaultRequest>,
     ) -> Result<Response<pb::InjectFaultResponse>, Status> {
-        crate::fault_admin::inject(&self.fault, &self.node_id, &self.metrics, request.get_ref())
-            .map(Response::new)
+        crate::fault_admin::inject(&self.fault, &self.node_id, request.get_ref()).map(Response::new)
     }
 
     async fn download_model(

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use futures::Stream;
 use rankd_artifact::pack::pack;
 use rankd_artifact::Store;
-use rankd_kernels::bundle::MANIFEST_FILE;
 use rankd_kernels::Bundle;
 use rankd_proto::admin::v1::DownloadModelResponse;
 use tonic::Status;
@@ -40,8 +39,7 @@ pub async fn stream(
         // Opening checks every file against the manifest: a download is as verified as a load.
         let bundle =
             Bundle::open(checkout.dir()).map_err(|e| AdminError::Load(LoadError::from(e)))?;
-        let mut files: Vec<&str> = vec![MANIFEST_FILE];
-        files.extend(bundle.manifest.files.keys().map(String::as_str));
+        let files = bundle.file_names();
         let staged = store
             .staging("download")
             .map_err(|e| AdminError::Load(e.into()))?;

@@ -7,10 +7,12 @@
 //! replicated: the fault lives in this process until it is cleared, expires, or the node
 //! restarts. Health stays SERVING, as it would in a real gray failure.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tonic::Status;
+
+use crate::metrics::Metrics;
 
 /// What the node is told to do wrong.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,11 +35,33 @@ struct State {
 #[derive(Default)]
 pub struct FaultInjector {
     state: Mutex<State>,
+    /// Where the fault in force is shown (`rankd_fault_injected_*`); updated on every
+    /// change, including an expiry, so a cleared drill never lingers on a dashboard.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl FaultInjector {
     pub fn new() -> FaultInjector {
         FaultInjector::default()
+    }
+
+    /// An injector whose fault is shown in `metrics`.
+    pub fn reporting(metrics: Arc<Metrics>) -> FaultInjector {
+        FaultInjector {
+            metrics: Some(metrics),
+            ..FaultInjector::default()
+        }
+    }
+
+    fn report(&self, fault: Option<Fault>) {
+        if let Some(m) = &self.metrics {
+            m.fault
+                .latency
+                .set(fault.map_or(0.0, |f| f.latency.as_secs_f64()));
+            m.fault
+                .error_ratio
+                .set(fault.map_or(0.0, |f| f.error_ratio));
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -49,6 +73,7 @@ impl FaultInjector {
         let mut s = self.lock();
         s.fault = fault;
         s.owed = 0.0;
+        self.report(fault);
     }
 
     /// The fault in force now, if any (an expired one is cleared).
@@ -59,6 +84,7 @@ impl FaultInjector {
             .is_some_and(|u| Instant::now() >= u)
         {
             s.fault = None;
+            self.report(None);
         }
         s.fault
     }
@@ -116,6 +142,22 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_millis(1600));
         f.set(None);
         assert!(f.current().is_none());
+    }
+
+    #[test]
+    fn the_gauges_follow_the_fault_and_its_expiry() {
+        let m = Arc::new(Metrics::new());
+        let f = FaultInjector::reporting(m.clone());
+        f.set(Some(Fault {
+            latency: Duration::from_millis(100),
+            error_ratio: 0.5,
+            until: Some(Instant::now()),
+        }));
+        assert_eq!(m.fault.error_ratio.get(), 0.5);
+        assert_eq!(m.fault.latency.get(), 0.1);
+        assert!(f.current().is_none(), "already expired");
+        assert_eq!(m.fault.error_ratio.get(), 0.0);
+        assert_eq!(m.fault.latency.get(), 0.0);
     }
 
     #[test]

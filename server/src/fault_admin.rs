@@ -7,7 +7,6 @@ use rankd_proto::admin::v1 as pb;
 use tonic::Status;
 
 use crate::fault::{Fault, FaultInjector};
-use crate::metrics::Metrics;
 
 /// The longest delay a drill may add: beyond it every client deadline has long passed.
 const MAX_LATENCY_MS: u32 = 60_000;
@@ -16,7 +15,6 @@ const MAX_DURATION_S: u32 = 86_400;
 pub fn inject(
     injector: &FaultInjector,
     node_id: &str,
-    metrics: &Metrics,
     r: &pb::InjectFaultRequest,
 ) -> Result<pb::InjectFaultResponse, Status> {
     if r.clear {
@@ -60,14 +58,6 @@ pub fn inject(
         );
     }
     let now = injector.current();
-    metrics
-        .fault
-        .latency
-        .set(now.map_or(0.0, |f| f.latency.as_secs_f64()));
-    metrics
-        .fault
-        .error_ratio
-        .set(now.map_or(0.0, |f| f.error_ratio));
     Ok(pb::InjectFaultResponse {
         node_id: node_id.to_string(),
         latency_ms: now.map_or(0, |f| {

@@ -10,7 +10,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use rankd_artifact::{ModelRecord, Store, StoreError};
-use rankd_kernels::bundle::MANIFEST_FILE;
 use rankd_kernels::{Bundle, EngineConfig, KernelError, ModelInfo, Ranker, TorchRanker};
 
 use crate::quality::ScoreStats;
@@ -178,8 +177,7 @@ pub fn store_and_validate(
         bundle.manifest.name.clone(),
         bundle.manifest.version.clone(),
     );
-    let mut files: Vec<&str> = vec![MANIFEST_FILE];
-    files.extend(bundle.manifest.files.keys().map(String::as_str));
+    let files = bundle.file_names();
     let existed = store.get(&name, &version).is_some();
     let record = store.put(dir, &files, &name, &version, uploaded_by)?;
     match load_stored(store, &name, &version, engine) {

@@ -271,7 +271,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         .cluster
         .forward_rank
         .then(|| Forwarder::new(cluster.clone(), cfg.node_id.clone()));
-    let fault = Arc::new(crate::fault::FaultInjector::new());
+    let fault = Arc::new(crate::fault::FaultInjector::reporting(metrics.clone()));
     let rank = RankService::new(
         scheduler.clone(),
         slot.clone(),

@@ -175,31 +175,29 @@ impl RankService {
         forwarder: Option<&Forwarder>,
         traceparent: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     ) -> Result<Response<RankResponse>, Status> {
-        {
-            self.fault.apply(&self.node_id).await?;
-            match self.rank_inner(req, deadline, arrival).await {
-                Ok(scored) => {
-                    tracing::debug!(returned = scored.ranked.ids.len(), version = %scored.model.info.version, "ranked");
-                    Ok(Response::new(self.respond(request_id, scored)))
-                }
-                Err((e, job)) => {
-                    if let (Some(fwd), Some(job)) = (forwarder, job) {
-                        let req = RankRequest {
-                            request_id,
-                            query: job.query,
-                            candidate_ids: job.candidates,
-                            top_k: u32::try_from(job.top_k).unwrap_or(u32::MAX),
-                        };
-                        if let Some(answer) = fwd
-                            .forward(req, deadline, Why::QueueFull, traceparent.as_ref())
-                            .await
-                        {
-                            return answer.map(Response::new);
-                        }
+        self.fault.apply(&self.node_id).await?;
+        match self.rank_inner(req, deadline, arrival).await {
+            Ok(scored) => {
+                tracing::debug!(returned = scored.ranked.ids.len(), version = %scored.model.info.version, "ranked");
+                Ok(Response::new(self.respond(request_id, scored)))
+            }
+            Err((e, job)) => {
+                if let (Some(fwd), Some(job)) = (forwarder, job) {
+                    let req = RankRequest {
+                        request_id,
+                        query: job.query,
+                        candidate_ids: job.candidates,
+                        top_k: u32::try_from(job.top_k).unwrap_or(u32::MAX),
+                    };
+                    if let Some(answer) = fwd
+                        .forward(req, deadline, Why::QueueFull, traceparent.as_ref())
+                        .await
+                    {
+                        return answer.map(Response::new);
                     }
-                    tracing::info!(error = %e, "rank refused");
-                    Err(e.into())
                 }
+                tracing::info!(error = %e, "rank refused");
+                Err(e.into())
             }
         }
     }

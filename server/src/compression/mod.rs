@@ -207,5 +207,6 @@ pub fn lineage_proto(l: &Lineage) -> rankd_proto::admin::v1::Lineage {
         top_k_overlap: from_ppm(l.overlap_ppm),
         margin_pct: from_ppm(l.margin_ppm) * 100.0,
         quality_override: l.override_reason.clone().unwrap_or_default(),
+        summary: l.summary(),
     }
 }

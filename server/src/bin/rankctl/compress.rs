@@ -14,6 +14,8 @@ use clap::Args;
 use rankd_artifact::pack::{unpack, UnpackLimits};
 use rankd_proto::admin::v1::{GetModelRequest, ListModelsRequest};
 
+use crate::models::status;
+
 #[derive(Args)]
 pub struct CompressArgs {
     /// The parent version to compress.
@@ -66,7 +68,7 @@ pub async fn download(addr: &str, name: &str, version: &str, out: &Path) -> Resu
             version: version.into(),
         })
         .await
-        .map_err(|s| anyhow::anyhow!("download failed: {:?}: {}", s.code(), s.message()))?
+        .map_err(status("download"))?
         .into_inner();
     let staging = tempfile::tempdir().context("creating a temporary directory")?;
     let packed = staging.path().join("bundle.tar");
@@ -75,7 +77,7 @@ pub async fn download(addr: &str, name: &str, version: &str, out: &Path) -> Resu
     while let Some(msg) = stream
         .message()
         .await
-        .map_err(|s| anyhow::anyhow!("download broke off: {:?}: {}", s.code(), s.message()))?
+        .map_err(status("reading the download stream"))?
     {
         std::io::Write::write_all(&mut file, &msg.chunk)?;
         total += msg.chunk.len() as u64;
@@ -149,7 +151,7 @@ async fn model_name(addr: &str, name: Option<&str>, version: &str) -> Result<Str
         .await?
         .list_models(ListModelsRequest {})
         .await
-        .map_err(|s| anyhow::anyhow!("listing models failed: {:?}: {}", s.code(), s.message()))?
+        .map_err(status("listing models"))?
         .into_inner()
         .models;
     let mut names: Vec<String> = models

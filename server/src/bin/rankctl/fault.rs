@@ -33,7 +33,7 @@ pub async fn run(a: FaultArgs) -> Result<()> {
             clear: a.clear,
         })
         .await
-        .map_err(|s| anyhow::anyhow!("InjectFault failed: {:?}: {}", s.code(), s.message()))?
+        .map_err(crate::models::status("InjectFault"))?
         .into_inner();
     if crate::format::json_output() {
         return crate::format::print_json(&resp);

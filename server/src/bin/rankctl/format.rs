@@ -275,27 +275,6 @@ const HISTORY_COLUMNS: &[(&str, bool)] = &[
     ("detail", false),
 ];
 
-/// A compressed version's lineage in one line (as the registry's history states it).
-pub fn lineage_line(l: &rankd_proto::admin::v1::Lineage) -> String {
-    let mut s = format!(
-        "{} of {}: NDCG@{} {:.4} vs parent {:.4} ({:+.2}%, margin {:.2}%), top-{} overlap {:.2} on {} held-out queries",
-        l.method,
-        l.parent_version,
-        l.k,
-        l.ndcg,
-        l.parent_ndcg,
-        -l.drop_pct,
-        l.margin_pct,
-        l.k,
-        l.top_k_overlap,
-        l.eval_queries
-    );
-    if !l.quality_override.is_empty() {
-        s.push_str(&format!("; quality override: {}", l.quality_override));
-    }
-    s
-}
-
 pub fn history_table(entries: &[HistoryEntry]) -> String {
     let rows: Vec<Vec<String>> = entries
         .iter()

@@ -18,7 +18,8 @@ async fn connect(addr: &str) -> Result<crate::conn::Admin> {
     crate::conn::admin(addr).await
 }
 
-fn status(what: &str) -> impl FnOnce(tonic::Status) -> anyhow::Error + '_ {
+/// A failed call as an error naming the call, its gRPC code and the server's message.
+pub(crate) fn status(what: &str) -> impl FnOnce(tonic::Status) -> anyhow::Error + '_ {
     move |s| anyhow::anyhow!("{what} failed: {:?}: {}", s.code(), s.message())
 }
 
@@ -116,7 +117,7 @@ pub async fn upload(
     );
     println!("bundle   sha256 {}", record.plaintext_sha256);
     if let Some(l) = &record.lineage {
-        println!("lineage  {}", crate::format::lineage_line(l));
+        println!("lineage  {}", l.summary);
     }
     Ok(())
 }
