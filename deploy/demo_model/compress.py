@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from quantize import int8_dynamic, int8_static
-from skew import skew
+from skew import PreDecay, skew
 
 from export import (  # noqa: I001  (export.py is the module that imports this one)
     EVAL_FILE, EXAMPLE_FILE, FORMAT_VERSION, GOLDEN_FILE, ITEMS_FILE, MANIFEST_FILE, MODEL_FILE, TORCH_THREADS,
@@ -53,7 +53,7 @@ from export import (  # noqa: I001  (export.py is the module that imports this o
 STUDENT_WIDTHS = {"small": (128, 32), "tiny": (64, 32)}
 DEFAULT_STEPS = {"prune": 300, "distill": 800}
 HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-METHOD_CHOICES = "fp16, bf16, int8, int8-dynamic, shift:D, scale:F (drills), prune:<sparsity in (0,1)> (e.g. prune:0.5), distill:small, distill:tiny"
+METHOD_CHOICES = "fp16, bf16, int8, int8-dynamic, shift:D, scale:F, decay:N (drills), prune:<sparsity in (0,1)> (e.g. prune:0.5), distill:small, distill:tiny"
 REQUIRED_FILES = (MODEL_FILE, ITEMS_FILE, GOLDEN_FILE)
 
 # Training batch shape for prune fine-tuning and distillation (as in train_ranker).
@@ -71,7 +71,7 @@ class Method:
     slug: str
     sparsity: float | None = None
     student: str | None = None
-    value: float | None = None  # shift: / scale: (drill transforms, skew.py)
+    value: float | None = None  # shift: / scale: / decay: (drill transforms, skew.py)
 
 
 def parse_method(text: str) -> Method:
@@ -88,6 +88,11 @@ def parse_method(text: str) -> Method:
         if not math.isfinite(value) or (kind == "scale" and value <= 0):
             raise BundleError(f"--method {text!r}: needs a finite number (a positive one for scale:)")
         return Method(kind=kind, slug=f"{kind}{raw}", value=value)
+    if text.startswith("decay:"):
+        raw = text.partition(":")[2]
+        if not raw.isdecimal() or int(raw) < 1:
+            raise BundleError(f"--method {text!r}: needs a positive whole number of forward calls after decay:")
+        return Method(kind="decay", slug=f"decay{int(raw)}", value=float(int(raw)))
     if text.startswith("prune:"):
         try:
             sparsity = float(text.split(":", 1)[1])
@@ -518,10 +523,16 @@ def run(args: argparse.Namespace) -> int:
         model, items_dtype, params = compress_int8(parent, method, args, streams["train"])
     elif method.kind == "prune":
         model, items_dtype, params = compress_prune(parent, method, args, streams["train"])
-    elif method.kind in ("shift", "scale"):
+    elif method.kind in ("shift", "scale", "decay"):
         assert method.value is not None
         model, params = skew(parent.model, method.kind, method.value)
         items_dtype = torch.float32
+        # rankd's load: 9 warmup calls (3 shapes x 3 iterations by default), one per golden
+        # case, one batched; a model that decays before then is never served at all.
+        load_calls = 9 + len(parent.golden) + 1
+        if method.kind == "decay" and method.value < load_calls:
+            warn(f"decay:{method.value:.0f} decays during rankd's load ({load_calls} forward calls with the "
+                 "default warmup), which then fails the golden set; use a larger N (e.g. 200)")
     else:
         model, items_dtype, params = compress_distill(parent, method, args, streams["train"])
     precision = method.kind if method.kind in ("fp16", "bf16", "int8") else "fp32"
@@ -535,20 +546,24 @@ def run(args: argparse.Namespace) -> int:
         child = load_user_model(staging / MODEL_FILE)
         if precision in HALF_DTYPES:
             child.float()
+        # decay:N reverses its ranking after N forward calls, and the figures and golden set
+        # below take dozens (N may be 1); they must describe what rankd's load validates, the
+        # pre-decay model. The benchmark times the child as served, decay included.
+        scored = PreDecay(child) if method.kind == "decay" else child
         write_items(staging / ITEMS_FILE, parent.items, items_dtype)
 
         k = parent.eval_set["k"]
         parent_scores = score_eval_set(parent.model, parent.items, parent.eval_set)
-        child_scores = score_eval_set(child, serve_items, parent.eval_set)
+        child_scores = score_eval_set(scored, serve_items, parent.eval_set)
         if not all(np.all(np.isfinite(s)) for s in child_scores):
             raise BundleError("the compressed model produced NaN/inf scores on the eval set")
         parent_ndcg, child_ndcg = eval_ndcg(parent_scores, parent.eval_set), eval_ndcg(child_scores, parent.eval_set)
         overlap = top_k_overlap(child_scores, parent_scores, k)
-        agreement = golden_agreement(child, serve_items, parent.golden)
+        agreement = golden_agreement(scored, serve_items, parent.golden)
 
         top_ks = {c["top_k"] for c in parent.golden}
         cases = make_golden_cases(
-            make_scorer(child, serve_items), streams["golden"], query_dim=pm["query_dim"], item_count=pm["item_count"],
+            make_scorer(scored, serve_items), streams["golden"], query_dim=pm["query_dim"], item_count=pm["item_count"],
             candidate_counts=[len(c["candidates"]) for c in parent.golden],
             top_k=top_ks.pop() if len(top_ks) == 1 else 10,
         )

@@ -881,7 +881,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(compress)
     compress.add_argument("--from", dest="parent", required=True, help="parent bundle directory (needs eval.json)")
     compress.add_argument(
-        "--method", required=True, help="fp16 | bf16 | int8 | prune:<sparsity in (0,1)> | distill:small | distill:tiny"
+        "--method", required=True,
+        help="fp16 | bf16 | int8 | int8-dynamic | prune:<sparsity in (0,1)> | distill:small | distill:tiny; "
+             "drills (skew.py): shift:D | scale:F | decay:N"
     )
     compress.add_argument("--version", help="bundle version (default <parent version>-<method slug>)")
     compress.add_argument("--steps", type=int, help="prune fine-tune / distill steps (default 300 / 800)")

@@ -36,6 +36,7 @@ pub mod types;
 pub use config::RaftTiming;
 pub use error::RaftStoreError;
 pub use registry::{
-    AuditEntry, Command, Fence, Lineage, ModelRef, Outcome, Registry, Rejection, VersionInfo,
+    AuditEntry, Bake, Breach, Command, Fence, Lineage, ModelRef, Outcome, Registry, Rejection,
+    VersionInfo,
 };
 pub use types::{NodeId, PeerNode, Raft, TypeConfig};

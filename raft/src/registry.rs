@@ -16,8 +16,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::NodeId;
 
+mod bake;
 mod lineage;
+mod serde_maps;
+pub use bake::{Bake, Breach, BAKE_WATCH};
 pub use lineage::{from_ppm, relative_drop_pct, to_ppm, Lineage};
+use serde_maps::{failed_by_node, model_keyed};
 
 /// A model version's identity.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -153,6 +157,9 @@ pub enum Command {
         required: Vec<NodeId>,
         by: String,
         at_ms: u64,
+        /// Bake window in ms from `at_ms`; 0: none.
+        #[serde(default)]
+        bake_ms: u64,
     },
     Rollback {
         expect: Option<ModelRef>,
@@ -160,6 +167,14 @@ pub enum Command {
         #[serde(default)]
         required: Vec<NodeId>,
         by: String,
+        at_ms: u64,
+    },
+    /// The leader's verdict on the bake of `model`: a breach rolls back (see [`Bake`]).
+    BakeVerdict {
+        model: ModelRef,
+        breach: Option<Breach>,
+        /// Nodes that must hold the previous version ready, for a breach.
+        required: Vec<NodeId>,
         at_ms: u64,
     },
     Retire {
@@ -228,59 +243,9 @@ pub struct Registry {
     /// Admin actions, oldest first, at most [`AUDIT_RETAIN`].
     #[serde(default)]
     pub audit: std::collections::VecDeque<AuditEntry>,
-}
-
-/// Serializes a map keyed by [`ModelRef`] as a sequence of `[key, value]` pairs: formats
-/// such as JSON only allow string map keys.
-mod model_keyed {
-    use std::collections::BTreeMap;
-
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    use super::ModelRef;
-
-    pub fn serialize<S: Serializer, V: Serialize>(
-        map: &BTreeMap<ModelRef, V>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.collect_seq(map)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>, V: Deserialize<'de>>(
-        d: D,
-    ) -> Result<BTreeMap<ModelRef, V>, D::Error> {
-        Ok(Vec::<(ModelRef, V)>::deserialize(d)?.into_iter().collect())
-    }
-}
-
-/// `Registry::failed`: the outer map (integer keys) as a map, each inner map as pairs.
-mod failed_by_node {
-    use std::collections::BTreeMap;
-
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    use super::ModelRef;
-    use crate::types::NodeId;
-
-    #[derive(Serialize)]
-    struct Ser<'a>(#[serde(with = "super::model_keyed")] &'a BTreeMap<ModelRef, String>);
-
-    #[derive(Deserialize)]
-    struct De(#[serde(with = "super::model_keyed")] BTreeMap<ModelRef, String>);
-
-    pub fn serialize<S: Serializer>(
-        map: &BTreeMap<NodeId, BTreeMap<ModelRef, String>>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.collect_map(map.iter().map(|(n, f)| (n, Ser(f))))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<BTreeMap<NodeId, BTreeMap<ModelRef, String>>, D::Error> {
-        let map = BTreeMap::<NodeId, De>::deserialize(d)?;
-        Ok(map.into_iter().map(|(n, De(f))| (n, f)).collect())
-    }
+    /// The promotion on probation, if any.
+    #[serde(default)]
+    pub baking: Option<Bake>,
 }
 
 impl Registry {
@@ -336,7 +301,23 @@ impl Registry {
                 required,
                 by,
                 at_ms,
-            } => self.promote(term, index, model, expect.as_ref(), required, by, *at_ms),
+                bake_ms,
+            } => {
+                let outcome =
+                    self.promote(term, index, model, expect.as_ref(), required, by, *at_ms);
+                if matches!(outcome, Outcome::Applied { .. })
+                    && self.active.as_ref().is_some_and(|a| a.index == index)
+                {
+                    self.start_bake(index, *at_ms, *bake_ms);
+                }
+                outcome
+            }
+            Command::BakeVerdict {
+                model,
+                breach,
+                required,
+                at_ms,
+            } => self.bake_verdict(term, index, model, breach.as_ref(), required, *at_ms),
             Command::Rollback {
                 expect,
                 required,
@@ -505,6 +486,7 @@ impl Registry {
         };
         let from = self.active.as_ref().map(|f| f.model.clone());
         self.preparing = None;
+        let superseded = self.baking.take();
         self.previous = self.active.replace(fence.clone());
         self.history.push(HistoryEntry {
             action: action.into(),
@@ -516,6 +498,8 @@ impl Registry {
             index,
             detail: String::new(),
         });
+        self.baking = superseded;
+        self.supersede_bake();
         fence
     }
 

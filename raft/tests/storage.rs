@@ -101,6 +101,7 @@ fn promote(version: &str) -> Command {
         required: vec![],
         by: "alice".into(),
         at_ms: 1_700_000_000_000,
+        bake_ms: 0,
     }
 }
 

@@ -47,6 +47,10 @@ pub struct Config {
     pub compression: crate::compression::CompressionConfig,
     /// Live model-quality monitoring (docs/operations.md).
     pub quality: crate::quality::QualityConfig,
+    /// The probation after a promotion and its automatic rollback (docs/quality.md).
+    pub bake: crate::quality::BakeConfig,
+    /// Gray-failure detection: nodes compared with their peers (docs/quality.md).
+    pub outlier: crate::quality::OutlierConfig,
 }
 
 /// How this node takes part in the replicated registry.
@@ -239,6 +243,8 @@ impl Default for Config {
             auth: Default::default(),
             compression: Default::default(),
             quality: Default::default(),
+            bake: Default::default(),
+            outlier: Default::default(),
         }
     }
 }
@@ -509,8 +515,14 @@ impl Config {
         if let Err(reason) = self.compression.validate() {
             return bad("compression.max_ndcg_drop_pct", reason);
         }
-        if let Err((field, reason)) = self.quality.validate() {
-            return bad(field, reason);
+        for check in [
+            self.quality.validate(),
+            self.bake.validate(),
+            self.outlier.validate(),
+        ] {
+            if let Err((field, reason)) = check {
+                return bad(field, reason);
+            }
         }
         if self.auth.mode == crate::tls::SecurityMode::Required && self.tls.peer.is_none() {
             return bad(

@@ -27,20 +27,26 @@ pub struct HeartbeatService {
 impl HeartbeatService {
     fn snapshot(&self) -> NodeHeartbeat {
         let table = &self.cluster.peer_table;
-        let members = self
-            .cluster
-            .metrics()
-            .membership_config
+        let membership = self.cluster.metrics().membership_config;
+        let members = membership
             .nodes()
             .map(|(_, n)| n.api_addr.clone())
             .collect();
+        let degraded = table.degraded();
+        let degraded = membership
+            .nodes()
+            .filter(|(id, _)| degraded.contains_key(id))
+            .map(|(_, n)| n.api_addr.clone())
+            .collect();
         let up = table.up_ids().iter().map(ToString::to_string).collect();
-        self.state.client_heartbeat(
+        let mut hb = self.state.client_heartbeat(
             u32::try_from(table.interval().as_millis()).unwrap_or(u32::MAX),
             table.missed(),
             members,
             up,
-        )
+        );
+        hb.degraded = degraded;
+        hb
     }
 }
 

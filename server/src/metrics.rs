@@ -128,6 +128,10 @@ pub struct PeerMetrics {
     pub peers_up: Gauge,
     pub failovers: Family<PeerLabel, Counter>,
     pub forwards: Family<ForwardLabels, Counter>,
+    /// 1 while this node judges the member (itself included) degraded against its peers.
+    pub degraded: Family<PeerLabel, Gauge>,
+    /// Times a member was judged degraded.
+    pub degradations: Family<PeerLabel, Counter>,
 }
 
 impl PeerMetrics {
@@ -156,6 +160,16 @@ impl PeerMetrics {
             "forwards",
             "Rank calls this node forwarded to a peer instead of serving, by reason and result",
             self.forwards.clone(),
+        );
+        registry.register(
+            "peer_degraded",
+            "1 while this node judges the member (itself included) degraded: slow or failing against its peers while its heartbeats arrive",
+            self.degraded.clone(),
+        );
+        registry.register(
+            "peer_degradations",
+            "Times this node judged the member degraded",
+            self.degradations.clone(),
         );
     }
 }

@@ -6,12 +6,19 @@
 //! started with, and the previous model stays loaded so switching back is instant.
 
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// Locks a field no code panics while holding; a poisoned one is still whole.
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 use std::time::Instant;
 
 use rankd_artifact::{ModelRecord, Store, StoreError};
 use rankd_kernels::{Bundle, EngineConfig, KernelError, ModelInfo, Ranker, TorchRanker};
 
+use crate::quality::live::LiveSignals;
+use crate::quality::replay::Round;
 use crate::quality::ScoreStats;
 
 /// Why a version could not be stored or loaded.
@@ -37,6 +44,12 @@ pub struct Loaded {
     pub scores: Arc<ScoreStats>,
     /// The bundle's golden set, replayed periodically while the version serves.
     pub golden: Option<Arc<GoldenReference>>,
+    /// Rank calls answered while this version was the one serving: what a bake judges.
+    pub live: Arc<LiveSignals>,
+    /// The last complete golden replay of this version, if one ran.
+    pub last_replay: Arc<Mutex<Option<Round>>>,
+    /// Its score drift (PSI) as last exported; `None` until there are enough scores.
+    pub drift: Arc<Mutex<Option<f64>>>,
 }
 
 /// A golden set and the tolerance it was validated with at load.
@@ -55,6 +68,9 @@ impl Loaded {
             fence: (0, 0),
             scores: Arc::new(ScoreStats::new()),
             golden: None,
+            live: Arc::new(LiveSignals::new()),
+            last_replay: Default::default(),
+            drift: Default::default(),
         }
     }
 
@@ -72,6 +88,9 @@ impl Loaded {
             fence: (term, index),
             scores: self.scores.clone(),
             golden: self.golden.clone(),
+            live: self.live.clone(),
+            last_replay: self.last_replay.clone(),
+            drift: self.drift.clone(),
         }
     }
 }

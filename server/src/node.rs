@@ -173,6 +173,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         slot.clone(),
         metrics.clone(),
     ));
+    state.set_live_window(cfg.outlier.window());
     let (cluster, raft_service) = Cluster::start(ClusterParts {
         id: cfg.cluster.id,
         me: rankd_raft::PeerNode {
@@ -189,6 +190,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         heartbeat_missed: cfg.cluster.heartbeat_missed,
         node: state.clone(),
         peer_tls: tls.peer_client()?,
+        outlier: cfg.outlier.clone(),
+        bake: cfg.bake.clone(),
     })
     .await?;
 
@@ -228,6 +231,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let heartbeat_task = tokio::spawn(crate::cluster::heartbeat::run(
         cluster.clone(),
         state.clone(),
+        background_stopped.clone(),
+    ));
+    let bake_task = tokio::spawn(crate::cluster::bake::run(
+        cluster.clone(),
         background_stopped.clone(),
     ));
     if single {
@@ -538,6 +545,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let _ = gpu_memory_task.await;
     let _ = readiness_task.await;
     let _ = heartbeat_task.await;
+    let _ = bake_task.await;
     let _ = reconcile_task.await;
     if let Err(e) = cluster.raft.shutdown().await {
         tracing::warn!(error = %e, "raft did not shut down cleanly");

@@ -5,7 +5,7 @@
 //! `local_ok`, `lagging` and `reason`; everything else only reads, so one request sees one
 //! consistent decision without taking a lock on the hot path.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rankd_proto::peer::v1::PeerHeartbeat;
@@ -39,6 +39,8 @@ pub struct NodeState {
     engine: OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
     /// Recent Rank outcomes and latencies on this node.
     pub live: crate::quality::live::LiveSignals,
+    /// The window `live` is read over (`outlier.window_ms`).
+    live_window_ms: AtomicU64,
 }
 
 /// Counts one Rank call as in flight until dropped.
@@ -75,7 +77,18 @@ impl NodeState {
             closing: watch::channel(false).0,
             engine: OnceLock::new(),
             live: Default::default(),
+            live_window_ms: AtomicU64::new(10_000),
         }
+    }
+
+    /// Sets the window recent Rank calls are judged over (`outlier.window_ms`).
+    pub fn set_live_window(&self, window: std::time::Duration) {
+        let ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        self.live_window_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub fn live_window(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.live_window_ms.load(Ordering::Relaxed))
     }
 
     /// Installs the engine health check (once).
@@ -188,7 +201,33 @@ impl NodeState {
             queue_capacity: clamp(self.queue_capacity),
             in_flight: clamp(self.in_flight()),
             api_addr: self.api_addr.clone(),
+            ..self.signals()
         }
+    }
+
+    /// The gray-failure and bake signals a peer heartbeat carries.
+    fn signals(&self) -> PeerHeartbeat {
+        let window = self.live_window();
+        let node = self.live.snapshot(window);
+        let mut hb = PeerHeartbeat {
+            recent_calls: clamp(node.calls),
+            error_ratio: node.error_ratio,
+            p99_us: u64::try_from(node.p99.as_micros()).unwrap_or(u64::MAX),
+            drift_psi: -1.0,
+            ..Default::default()
+        };
+        if let Some(m) = self.slot.current() {
+            let v = m.live.snapshot(window);
+            hb.version_calls = clamp(v.calls);
+            hb.version_error_ratio = v.error_ratio;
+            hb.version_p99_us = u64::try_from(v.p99.as_micros()).unwrap_or(u64::MAX);
+            if let Some(r) = crate::model::lock(&m.last_replay).as_ref() {
+                hb.golden = if r.passed == r.cases { 1 } else { 2 };
+                hb.golden_agreement = r.agreement;
+            }
+            hb.drift_psi = crate::model::lock(&m.drift).unwrap_or(-1.0);
+        }
+        hb
     }
 
     /// What the client heartbeat stream sends; `members` and `peers_up` come from the
@@ -217,6 +256,7 @@ impl NodeState {
             missed_limit,
             members,
             peers_up,
+            degraded: Vec::new(),
         }
     }
 }

@@ -154,9 +154,12 @@ impl Ranker for RankService {
             let served = self
                 .serve_here(req, deadline, arrival, request_id, forwarder, traceparent)
                 .await;
-            self.state
-                .live
-                .record(served.as_ref().err().map(Status::code), started.elapsed());
+            let (code, took) = (served.as_ref().err().map(Status::code), started.elapsed());
+            self.state.live.record(code, took);
+            // Counted against the version serving when the call ended: a bake judges it.
+            if let Some(m) = self.slot.current() {
+                m.live.record(code, took);
+            }
             served
         }
         .instrument(span)

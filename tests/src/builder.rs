@@ -62,6 +62,9 @@ impl NodeBuilder {
         // tests (tls_*.rs, auth_*.rs) replace these with certificates and tokens.
         .set_str("tls.mode", "insecure-dev")
         .set_str("auth.mode", "insecure-dev")
+        // Promotions are not baked unless a test asks for a window (`bake_ms`, `--bake`):
+        // a test that injects faults must not see its promotion undone behind its back.
+        .set("bake.window_ms", "0")
     }
 
     /// Sets any config key to a TOML literal: `set("server.request_timeout_ms", "500")`,

@@ -45,6 +45,9 @@ struct Node {
     in_balancer: bool,
     cadence: Cadence,
     last: Option<(Instant, NodeHeartbeat)>,
+    /// Some serving node's heartbeat names it degraded (a gray failure): out of the
+    /// balancer while another node can take the calls.
+    degraded: bool,
 }
 
 struct PoolState {
@@ -68,7 +71,7 @@ pub(crate) struct Pool {
 
 impl Node {
     fn routable(&self) -> bool {
-        self.ejection.is_none() && self.cooldown_until.is_none()
+        self.ejection.is_none() && self.cooldown_until.is_none() && !self.degraded
     }
 
     fn eject(&mut self, key: &NodeKey, reason: EjectReason, counters: &Counters) {
@@ -202,6 +205,7 @@ impl Pool {
                 in_balancer: false,
                 cadence: Cadence::new(&self.config),
                 last: None,
+                degraded: false,
             },
         );
         drop(state);
@@ -297,6 +301,7 @@ impl Pool {
             node.admit(key, &self.counters);
         }
         changed |= node.reconcile(key, &self.discovery, now);
+        changed |= self.mark_degraded(&mut state, now);
 
         let new_members: Vec<NodeKey> = if self.config.discover_members {
             members
@@ -317,6 +322,42 @@ impl Pool {
             }
         }
         true
+    }
+
+    /// Marks degraded every node some serving node's fresh heartbeat names degraded, unless
+    /// that would leave no node to call: a gray node is still better than none. Returns
+    /// whether the balancer's set changed.
+    fn mark_degraded(&self, state: &mut PoolState, now: Instant) -> bool {
+        let named: HashSet<NodeKey> = state
+            .nodes
+            .values()
+            .filter_map(|n| n.last.as_ref().map(|(at, hb)| (n, at, hb)))
+            .filter(|(n, at, hb)| {
+                hb.serving && now.saturating_duration_since(**at) < n.cadence.lapse()
+            })
+            .flat_map(|(_, _, hb)| hb.degraded.iter())
+            .filter_map(|addr| parse_address(addr).ok())
+            .collect();
+        let usable = |n: &Node| n.ejection.is_none() && n.cooldown_until.is_none();
+        let spare = state
+            .nodes
+            .iter()
+            .any(|(key, n)| usable(n) && !named.contains(key));
+        let mut changed = false;
+        for (key, node) in state.nodes.iter_mut() {
+            let degraded = spare && named.contains(key);
+            if degraded != node.degraded {
+                if degraded {
+                    bump(&self.counters.degradations);
+                    tracing::warn!(node = %key, "rankd node degraded (slow or failing against its peers); sending it no calls");
+                } else {
+                    tracing::info!(node = %key, "rankd node no longer degraded");
+                }
+                node.degraded = degraded;
+            }
+            changed |= node.reconcile(key, &self.discovery, now);
+        }
+        changed
     }
 
     fn duplicate(state: &PoolState, key: &NodeKey, node_id: &str) -> Option<(NodeKey, NodeOrigin)> {

@@ -32,6 +32,8 @@ pub struct ClientStats {
     pub cooldowns: u64,
     /// Retries or hedges not made because the retry budget was empty.
     pub budget_exhausted: u64,
+    /// Times a node was held out because a serving node's heartbeat named it degraded.
+    pub degradations: u64,
 }
 
 /// The live counters behind [`ClientStats`]; relaxed atomics, as they order nothing.
@@ -46,6 +48,7 @@ pub(crate) struct Counters {
     pub readmissions: AtomicU64,
     pub cooldowns: AtomicU64,
     pub budget_exhausted: AtomicU64,
+    pub degradations: AtomicU64,
 }
 
 pub(crate) fn bump(counter: &AtomicU64) {
@@ -65,6 +68,7 @@ impl Counters {
             readmissions: get(&self.readmissions),
             cooldowns: get(&self.cooldowns),
             budget_exhausted: get(&self.budget_exhausted),
+            degradations: get(&self.degradations),
         }
     }
 }
@@ -143,4 +147,7 @@ pub struct NodeInfo {
     pub queue_depth: u32,
     pub queue_capacity: u32,
     pub in_flight: u32,
+    /// A serving node's heartbeat names it degraded (slow or failing against its peers), so
+    /// it gets no calls while another node can take them.
+    pub degraded: bool,
 }

@@ -209,9 +209,14 @@ impl ApplyHook for LocalModels {
         outcome: &Outcome,
     ) {
         match (command, outcome) {
-            (Some(Command::Promote { .. } | Command::Rollback { .. }), Outcome::Applied { .. }) => {
-                self.set_target(registry.active.as_ref())
-            }
+            (
+                Some(
+                    Command::Promote { .. }
+                    | Command::Rollback { .. }
+                    | Command::BakeVerdict { .. },
+                ),
+                Outcome::Applied { .. },
+            ) => self.set_target(registry.active.as_ref()),
             (
                 Some(Command::Register { .. } | Command::Retire { .. } | Command::Prepare { .. }),
                 _,

@@ -12,9 +12,11 @@
 //! - Reads that must not be stale (admin reads) wait for a read index from the leader.
 
 pub mod admin_ops;
+pub mod bake;
 pub mod fetch;
 pub mod heartbeat;
 pub mod local;
+pub mod outlier;
 pub mod peer;
 pub mod promote;
 pub mod status;
@@ -59,6 +61,10 @@ pub struct Cluster {
     pub peer_table: Arc<heartbeat::PeerTable>,
     /// What this node says about itself (readiness, load) in heartbeats and status.
     pub node: Arc<crate::node_state::NodeState>,
+    /// How members are compared with their peers (gray failures).
+    pub outlier: crate::quality::OutlierConfig,
+    /// The bake window's default and thresholds.
+    pub bake: crate::quality::BakeConfig,
 }
 
 /// What `Cluster::start` needs besides the config.
@@ -76,6 +82,8 @@ pub struct ClusterParts {
     pub node: Arc<crate::node_state::NodeState>,
     /// Mutual TLS for outbound peer connections; None only in insecure-dev mode.
     pub peer_tls: Option<tonic::transport::ClientTlsConfig>,
+    pub outlier: crate::quality::OutlierConfig,
+    pub bake: crate::quality::BakeConfig,
 }
 
 impl Cluster {
@@ -127,6 +135,8 @@ impl Cluster {
             leader_contact,
             lag_timeout: p.lag_timeout,
             ready_timeout: p.ready_timeout,
+            outlier: p.outlier,
+            bake: p.bake,
         });
         Ok((cluster, service))
     }

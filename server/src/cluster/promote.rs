@@ -44,6 +44,7 @@ pub async fn promote(
         ms => Duration::from_millis(ms),
     };
     let by = requester(&req.requested_by);
+    let bake_ms = req.bake_ms.unwrap_or(cluster.bake.window_ms);
 
     let state = cluster.read().await?;
     let registry = &state.registry;
@@ -74,6 +75,7 @@ pub async fn promote(
             fence: Some(fence_proto(active)),
             not_ready: vec![],
             commit_ms: 0.0,
+            bake_until_ms: 0,
         });
     }
 
@@ -131,6 +133,7 @@ pub async fn promote(
                     required: required.clone(),
                     by: by.clone(),
                     at_ms: now_ms(),
+                    bake_ms,
                 })
                 .await?;
             let commit_ms = ready_at.elapsed().as_secs_f64() * 1000.0;
@@ -153,11 +156,19 @@ pub async fn promote(
                     }),
                 })
                 .collect();
-            tracing::info!(model = %model, term = fence.term, index = fence.index, commit_ms, "promotion committed");
+            let bake_until_ms = cluster
+                .applied()
+                .registry
+                .baking
+                .as_ref()
+                .filter(|b| b.index == fence.index)
+                .map_or(0, |b| b.until_ms);
+            tracing::info!(model = %model, term = fence.term, index = fence.index, commit_ms, bake_until_ms, "promotion committed");
             return Ok(pb::PromoteResponse {
                 fence: Some(fence_proto(&fence)),
                 not_ready,
                 commit_ms,
+                bake_until_ms,
             });
         }
         if Instant::now() >= deadline {
@@ -211,6 +222,11 @@ fn requester(given: &str) -> String {
     }
 }
 
+/// The members that answer a status probe now: those a switch back must find ready.
+pub(super) async fn live_members(cluster: &Cluster, state: &AppliedState) -> Vec<NodeId> {
+    probe(cluster, &members(state)).await.into_iter().collect()
+}
+
 /// The members that answer a status probe.
 async fn probe(cluster: &Cluster, members: &[(NodeId, PeerNode)]) -> BTreeSet<NodeId> {
     let views = futures::future::join_all(
@@ -240,7 +256,7 @@ pub async fn rollback(
     let by = requester(&req.requested_by);
     // Every live member must still hold the previous version; one that does not (it
     // restarted, or never could load it) would stop serving at the switch.
-    let required: Vec<NodeId> = probe(cluster, &members(&state)).await.into_iter().collect();
+    let required = live_members(cluster, &state).await;
     let started = Instant::now();
     let outcome = cluster
         .propose(Command::Rollback {
@@ -260,5 +276,6 @@ pub async fn rollback(
         fence: Some(fence_proto(&fence)),
         not_ready: vec![],
         commit_ms: started.elapsed().as_secs_f64() * 1000.0,
+        bake_until_ms: 0,
     })
 }

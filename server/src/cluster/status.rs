@@ -58,7 +58,7 @@ pub fn node_view(cluster: &Cluster, serving: bool) -> NodeView {
     };
     let current = cluster.local.slot().current();
     let activation = cluster.local.activation();
-    let live = cluster.node.live.snapshot();
+    let live = cluster.node.live.snapshot(cluster.node.live_window());
     NodeView {
         id: cluster.id,
         role: role.into(),
@@ -123,6 +123,7 @@ pub async fn cluster_status(
     )
     .await;
     let now = tokio::time::Instant::now();
+    let degraded = cluster.peer_table.degraded();
     let nodes = members
         .iter()
         .zip(views)
@@ -136,6 +137,10 @@ pub async fn cluster_status(
             } else if *id == cluster.id {
                 node.heartbeat_known = true;
                 node.heartbeat_up = true;
+            }
+            if let Some(why) = degraded.get(id) {
+                node.degraded = true;
+                node.degraded_reason.clone_from(why);
             }
             node
         })
@@ -153,6 +158,12 @@ pub async fn cluster_status(
         nodes,
         removed_ids: r.forgotten.iter().copied().collect(),
         reported_by: cluster.id,
+        baking_version: r
+            .baking
+            .as_ref()
+            .map(|b| b.model.version.clone())
+            .unwrap_or_default(),
+        bake_until_ms: r.baking.as_ref().map_or(0, |b| b.until_ms),
     }
 }
 

@@ -1,5 +1,10 @@
-//! This node's recent Rank outcomes: the error share and p99 latency a bake window or an
-//! outlier comparison judges a node by.
+//! Recent Rank outcomes: the error share and p99 latency a bake window or an outlier
+//! comparison judges a node (or one version on it) by.
+//!
+//! The window is time-based (the reader passes it), so a node that stops getting traffic
+//! forgets its old calls and is judged afresh once calls come back; that is how a degraded
+//! node that the clients stopped sending to gets a second chance. At most [`WINDOW`] calls
+//! are kept, so under heavy traffic the window is the last [`WINDOW`] calls instead.
 //!
 //! Only failures that are the node's doing count as errors (INTERNAL, UNAVAILABLE,
 //! DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, UNKNOWN); a caller's bad request is not the node's
@@ -7,16 +12,17 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tonic::Code;
 
-/// Recent calls kept.
-pub const WINDOW: usize = 1024;
+/// Most calls kept.
+pub const WINDOW: usize = 4096;
 
 #[derive(Default)]
 pub struct LiveSignals {
-    calls: Mutex<VecDeque<(bool, u32)>>,
+    /// (when it ended, failed, latency in µs), oldest first.
+    calls: Mutex<VecDeque<(Instant, bool, u32)>>,
 }
 
 /// A point-in-time view of the window.
@@ -56,11 +62,19 @@ impl LiveSignals {
         if g.len() == WINDOW {
             g.pop_front();
         }
-        g.push_back((failed, micros));
+        g.push_back((Instant::now(), failed, micros));
     }
 
-    pub fn snapshot(&self) -> Live {
-        let g = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+    /// The calls that ended within the last `window`.
+    pub fn snapshot(&self, window: Duration) -> Live {
+        let now = Instant::now();
+        let mut g = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        while g
+            .front()
+            .is_some_and(|(t, _, _)| now.saturating_duration_since(*t) > window)
+        {
+            g.pop_front();
+        }
         let n = g.len();
         if n == 0 {
             return Live {
@@ -69,8 +83,8 @@ impl LiveSignals {
                 p99: Duration::ZERO,
             };
         }
-        let errors = g.iter().filter(|(f, _)| *f).count();
-        let mut lat: Vec<u32> = g.iter().map(|&(_, l)| l).collect();
+        let errors = g.iter().filter(|(_, f, _)| *f).count();
+        let mut lat: Vec<u32> = g.iter().map(|&(_, _, l)| l).collect();
         drop(g);
         lat.sort_unstable();
         // Nearest rank: the smallest value at or above 99% of the calls.
@@ -87,6 +101,8 @@ impl LiveSignals {
 mod tests {
     use super::*;
 
+    const LONG: Duration = Duration::from_secs(3600);
+
     #[test]
     fn node_errors_count_and_caller_mistakes_do_not() {
         let s = LiveSignals::new();
@@ -95,7 +111,7 @@ mod tests {
         }
         s.record(Some(Code::Internal), Duration::from_millis(1));
         s.record(Some(Code::InvalidArgument), Duration::from_millis(1));
-        let l = s.snapshot();
+        let l = s.snapshot(LONG);
         assert_eq!(l.calls, 101);
         assert!((l.error_ratio - 1.0 / 101.0).abs() < 1e-12);
         // 101 calls (1..=100 ms and one 1 ms error): the 100th smallest is 99 ms.
@@ -111,6 +127,18 @@ mod tests {
         for _ in 0..WINDOW {
             s.record(None, Duration::from_millis(1));
         }
-        assert_eq!(s.snapshot().error_ratio, 0.0);
+        assert_eq!(s.snapshot(LONG).error_ratio, 0.0);
+    }
+
+    #[test]
+    fn calls_older_than_the_window_are_forgotten() {
+        let s = LiveSignals::new();
+        s.record(Some(Code::Internal), Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(30));
+        s.record(None, Duration::from_millis(1));
+        let recent = s.snapshot(Duration::from_millis(20));
+        assert_eq!(recent.calls, 1);
+        assert_eq!(recent.error_ratio, 0.0);
+        assert_eq!(s.snapshot(LONG).calls, 1, "what aged out is dropped");
     }
 }

@@ -7,7 +7,7 @@ pub mod live;
 pub mod replay;
 pub mod scores;
 
-pub use config::QualityConfig;
+pub use config::{BakeConfig, OutlierConfig, QualityConfig};
 pub use drift::Baseline;
 pub use scores::{ScoreStats, Snapshot};
 
@@ -42,11 +42,11 @@ pub async fn export(
             metrics.quality.forget(old);
         }
         if let Some(m) = current {
-            metrics
-                .quality
-                .update(&m.info.version, &m.scores.snapshot());
+            let snapshot = m.scores.snapshot();
+            *crate::model::lock(&m.drift) = snapshot.psi;
+            metrics.quality.update(&m.info.version, &snapshot);
         }
-        let live = state.live.snapshot();
+        let live = state.live.snapshot(state.live_window());
         metrics.quality.live_error_ratio.set(live.error_ratio);
         metrics.quality.live_p99.set(live.p99.as_secs_f64());
         metrics

@@ -94,6 +94,7 @@ pub async fn run(
                     );
                 }
                 metrics.quality.replayed(version, &r);
+                *crate::model::lock(&model.last_replay) = Some(r);
             }
             None => metrics.quality.replay_skipped(),
         }

@@ -87,6 +87,7 @@ impl Pool {
                     queue_depth: hb.map_or(0, |hb| hb.queue_depth),
                     queue_capacity: hb.map_or(0, |hb| hb.queue_capacity),
                     in_flight: hb.map_or(0, |hb| hb.in_flight),
+                    degraded: node.degraded,
                 }
             })
             .collect();

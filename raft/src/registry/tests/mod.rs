@@ -53,6 +53,7 @@ fn promote(version: &str, expect: Option<&str>, required: &[NodeId]) -> Command 
         required: required.to_vec(),
         by: "bob".to_string(),
         at_ms: 1_700_000_000_123,
+        bake_ms: 0,
     }
 }
 
@@ -149,4 +150,5 @@ fn with_v2_active() -> Harness {
 }
 
 mod activation;
+mod bake;
 mod lifecycle;

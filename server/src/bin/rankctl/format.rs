@@ -67,6 +67,13 @@ pub fn render_status(s: &ClusterStatus) -> String {
     let active = s.active.as_ref().map_or("none".to_string(), fence_text);
     out.push_str(&format!("active   {active}\n"));
     out.push_str(&format!("previous {}\n", or_dash(&s.previous_version)));
+    if !s.baking_version.is_empty() {
+        out.push_str(&format!(
+            "baking   {} until {}\n",
+            s.baking_version,
+            rfc3339_utc(s.bake_until_ms)
+        ));
+    }
     if !s.removed_ids.is_empty() {
         let ids: Vec<String> = s.removed_ids.iter().map(u64::to_string).collect();
         out.push_str(&format!("removed  {}\n", ids.join(", ")));
@@ -74,6 +81,9 @@ pub fn render_status(s: &ClusterStatus) -> String {
     out.push('\n');
     let rows: Vec<Vec<String>> = s.nodes.iter().map(|n| node_row(n, s.reported_by)).collect();
     out.push_str(&table(NODE_COLUMNS, &rows));
+    for n in s.nodes.iter().filter(|n| n.degraded) {
+        out.push_str(&format!("node {}: degraded: {}\n", n.id, n.degraded_reason));
+    }
     for n in &s.nodes {
         for st in n.stages.iter().filter(|st| st.stage != "ready") {
             let detail = if st.detail.is_empty() {
@@ -223,6 +233,11 @@ pub fn status_json(s: &ClusterStatus) -> Value {
                 "heartbeat_age_ms": n.heartbeat_age_ms,
                 "queue_depth": n.queue_depth,
                 "in_flight": n.in_flight,
+                "error_ratio": n.error_ratio,
+                "p99_ms": n.p99_ms,
+                "recent_calls": n.recent_calls,
+                "degraded": n.degraded,
+                "degraded_reason": n.degraded_reason,
             })
         })
         .collect();
@@ -234,6 +249,8 @@ pub fn status_json(s: &ClusterStatus) -> Value {
         "nodes": nodes,
         "removed_ids": s.removed_ids,
         "reported_by": s.reported_by,
+        "baking_version": s.baking_version,
+        "bake_until_ms": s.bake_until_ms,
     })
 }
 
@@ -411,6 +428,8 @@ mod tests {
                 ..Default::default()
             }],
             removed_ids: vec![4],
+            baking_version: String::new(),
+            bake_until_ms: 0,
             reported_by: 2,
         }
     }
@@ -464,6 +483,7 @@ mod tests {
                 reason: "unreachable".into(),
             }],
             commit_ms: 4.31,
+            bake_until_ms: 0,
         };
         assert_eq!(
             outcome("promoted", &resp, Duration::from_millis(812)),

@@ -1,6 +1,7 @@
 //! `rankctl`: the operator's command line for a rankd node.
 
 mod backup;
+mod bake;
 mod certs;
 mod cluster;
 mod compress;

@@ -35,6 +35,14 @@ pub struct PromoteArgs {
     /// Recorded in the history.
     #[arg(long, env = "USER", default_value = "unknown")]
     requested_by: String,
+    /// Bake window (e.g. 60s, 500ms, 2m; 0: none): the leader watches every node's error
+    /// share, p99, golden replay and score drift for this long and rolls back by itself on
+    /// a breach. Without it the node's `bake.window_ms` applies.
+    #[arg(long, value_parser = crate::bake::parse_window)]
+    bake: Option<u64>,
+    /// Return once the promotion commits instead of waiting for the bake's verdict.
+    #[arg(long)]
+    no_wait: bool,
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     addr: String,
 }
@@ -59,6 +67,7 @@ pub async fn promote(args: PromoteArgs) -> Result<()> {
         } as i32,
         ready_timeout_ms: args.timeout_ms,
         requested_by: args.requested_by,
+        bake_ms: args.bake,
     };
     crate::format::note(&format!("promoting {name} {} ...", args.version));
     let mut trail = Trail::new(&name, &args.version);
@@ -90,7 +99,12 @@ pub async fn promote(args: PromoteArgs) -> Result<()> {
                 return crate::format::print_json(&resp);
             }
             print!("{}", outcome("promoted", &resp, elapsed));
-            Ok(())
+            match (&resp.fence, resp.bake_until_ms) {
+                (Some(f), until) if until > 0 && !args.no_wait => {
+                    crate::bake::wait(&mut client, &args.version, f.index, until).await
+                }
+                _ => Ok(()),
+            }
         }
         Err(status) => bail!("{}", describe_error("promote", &status)),
     }

@@ -19,6 +19,7 @@ use rankd_raft::NodeId;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use super::outlier::Signals;
 use super::Cluster;
 use crate::node_state::NodeState;
 pub use table::{PeerTable, PeerView, Target};
@@ -49,7 +50,10 @@ pub async fn run(
                     .map(|(id, n)| (*id, n.clone()))
                     .collect();
                 table.set_members(members.iter().map(|(id, _)| *id));
+                judge_outliers(&cluster, &state);
                 in_flight.retain(|id, h| !h.is_finished() && members.iter().any(|(m, _)| m == id));
+                let mut hb = state.peer_heartbeat();
+                hb.degraded = table.degraded().into_keys().collect();
                 for (id, node) in members {
                     if id == cluster.id || in_flight.contains_key(&id) {
                         continue;
@@ -57,7 +61,7 @@ pub async fn run(
                     let Ok(channels) = cluster.peers.channels(id, &node) else {
                         continue;
                     };
-                    let hb = state.peer_heartbeat();
+                    let hb = hb.clone();
                     let table = table.clone();
                     in_flight.insert(id, tokio::spawn(async move {
                         let mut req = tonic::Request::new(hb);
@@ -86,4 +90,22 @@ pub async fn run(
     for (_, h) in in_flight {
         h.abort();
     }
+}
+
+/// Compares every member with its peers (see [`crate::cluster::outlier`]) and records who
+/// is degraded in the peer table.
+fn judge_outliers(cluster: &Cluster, state: &NodeState) {
+    let me = state.live.snapshot(state.live_window());
+    let mut signals = cluster.peer_table.signals();
+    signals.push((
+        cluster.id,
+        Signals {
+            calls: u32::try_from(me.calls).unwrap_or(u32::MAX),
+            error_ratio: me.error_ratio,
+            p99_ms: me.p99.as_secs_f64() * 1e3,
+        },
+    ));
+    cluster
+        .peer_table
+        .set_degraded(super::outlier::judge(&signals, &cluster.outlier));
 }

@@ -18,6 +18,7 @@ use rankd_proto::peer::v1::PeerHeartbeat;
 use rankd_raft::NodeId;
 use tokio::time::Instant;
 
+use crate::cluster::outlier::Signals;
 use crate::metrics::{Metrics, PeerLabel};
 
 pub struct PeerTable {
@@ -28,6 +29,8 @@ pub struct PeerTable {
     peers: RwLock<BTreeMap<NodeId, Entry>>,
     /// Breaks ties between equally loaded forwarding targets, so they share the work.
     turn: AtomicUsize,
+    /// Members (this node included) judged degraded against their peers, with why.
+    degraded: RwLock<BTreeMap<NodeId, String>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -63,6 +66,7 @@ impl PeerTable {
             metrics,
             peers: RwLock::new(BTreeMap::new()),
             turn: AtomicUsize::new(0),
+            degraded: RwLock::new(BTreeMap::new()),
         }
     }
 
@@ -164,6 +168,7 @@ impl PeerTable {
         let candidates: Vec<(NodeId, &PeerHeartbeat)> = peers
             .iter()
             .filter(|(_, e)| e.up)
+            .filter(|(id, _)| !self.is_degraded(**id))
             .filter_map(|(id, e)| e.status.as_ref().map(|s| (*id, s)))
             .filter(|(_, s)| {
                 s.ready && !s.draining && !s.api_addr.is_empty() && s.queue_depth < s.queue_capacity
@@ -190,6 +195,69 @@ impl PeerTable {
             age: e.last_heard.map(|t| now.saturating_duration_since(t)),
             status: e.status.clone(),
         })
+    }
+
+    /// Every up peer's gray-failure signals, from its last heartbeat.
+    pub fn signals(&self) -> Vec<(NodeId, Signals)> {
+        self.read()
+            .iter()
+            .filter(|(_, e)| e.up)
+            .filter_map(|(id, e)| {
+                let s = e.status.as_ref()?;
+                Some((
+                    *id,
+                    Signals {
+                        calls: s.recent_calls,
+                        error_ratio: s.error_ratio,
+                        p99_ms: s.p99_us as f64 / 1e3,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Replaces the degraded set (see [`crate::cluster::outlier`]), logging and counting
+    /// each change.
+    pub fn set_degraded(&self, now: BTreeMap<NodeId, String>) {
+        let mut d = self.degraded.write().unwrap_or_else(|p| p.into_inner());
+        for (id, why) in &now {
+            if !d.contains_key(id) {
+                tracing::warn!(node = id, reason = %why, "node degraded against its peers");
+                self.metrics
+                    .peers
+                    .degradations
+                    .get_or_create(&label(*id))
+                    .inc();
+            }
+            self.metrics
+                .peers
+                .degraded
+                .get_or_create(&label(*id))
+                .set(1);
+        }
+        for id in d.keys().filter(|id| !now.contains_key(id)) {
+            tracing::info!(node = id, "node no longer degraded");
+            self.metrics
+                .peers
+                .degraded
+                .get_or_create(&label(*id))
+                .set(0);
+        }
+        *d = now;
+    }
+
+    pub fn degraded(&self) -> BTreeMap<NodeId, String> {
+        self.degraded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn is_degraded(&self, id: NodeId) -> bool {
+        self.degraded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&id)
     }
 
     pub fn up_ids(&self) -> Vec<NodeId> {
