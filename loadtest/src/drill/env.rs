@@ -18,6 +18,9 @@ use super::remote::Remote;
 /// A recovery slower than this is reported as "not recovered", not waited for forever.
 pub const RECOVERY_LIMIT: Duration = Duration::from_secs(180);
 
+/// The bake window of the `bad-model` scenario's promotion unless `--bake-s` says otherwise.
+pub const DEFAULT_BAKE: Duration = Duration::from_secs(30);
+
 pub enum Control {
     Local(Box<Cluster>),
     Remote(Remote),
@@ -36,6 +39,8 @@ pub struct DrillEnv {
     pub rate: u32,
     pub hold: Duration,
     pub settle: Duration,
+    /// The bake window the `bad-model` scenario's promotion asks for (`--bake-s`).
+    pub bake: Duration,
     /// Where the nodes write backups (`backup.target`); outlives the cluster's data.
     pub backups: Option<tempfile::TempDir>,
 }
@@ -69,6 +74,7 @@ impl DrillEnv {
             rate,
             hold,
             settle,
+            bake: DEFAULT_BAKE,
             backups: Some(backups),
         }
     }
@@ -107,6 +113,7 @@ impl DrillEnv {
             rate,
             hold,
             settle,
+            bake: DEFAULT_BAKE,
             backups: None,
         })
     }
@@ -143,6 +150,21 @@ impl DrillEnv {
         let needs: &[&'static str] = match name {
             "follower-crash" | "leader-crash" => &["kill", "start"],
             "hang" => &["stop", "cont"],
+            "bad-model" => {
+                return Some(
+                    "builds the bad version from the active one's bundle with the exporter on \
+                     this machine and leaves it in the registry, which only a local drill \
+                     cluster gives"
+                        .into(),
+                )
+            }
+            "gray-node" => {
+                return Some(
+                    "slows one node with the admin InjectFault call, which the drill makes \
+                     only on a local drill cluster (no admin credentials for an existing one)"
+                        .into(),
+                )
+            }
             _ => {
                 return Some(
                     "needs the node's files, peer links or a fresh cluster, which only a \

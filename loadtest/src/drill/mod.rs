@@ -10,6 +10,11 @@
 //! the fault ([`model::ScenarioResult`]). The report ([`report`]) is Markdown and JSON
 //! with one timeline chart per scenario; the run exits non-zero when an objective is missed.
 //!
+//! Two scenarios fault quality rather than liveness: `gray-node` slows one follower's Rank
+//! calls (admin InjectFault) and measures the peers judging it degraded and the failover
+//! client holding it out; `bad-model` promotes a drifted version with a bake window
+//! (`--bake-s`) and measures the leader's automatic rollback.
+//!
 //! With `--addrs`, the drill targets an existing cluster instead, through its client
 //! addresses, with faults injected by commands the operator gives (`--hook-kill`,
 //! `--hook-start`, `--hook-stop`, `--hook-cont`; [`remote`]). Scenarios whose faults cannot
@@ -37,8 +42,8 @@ use model::{AvailabilityInputs, DrillReport, Objectives, ScenarioResult};
 #[derive(Args, Clone)]
 pub struct DrillArgs {
     /// A scenario to run (repeatable): follower-crash, leader-crash, hang,
-    /// partition-leader, corrupt-artifact, wrong-key, promote-during-leader-crash,
-    /// full-restart, restore-from-backup.
+    /// partition-leader, corrupt-artifact, wrong-key, gray-node, bad-model,
+    /// promote-during-leader-crash, full-restart, restore-from-backup.
     #[arg(long = "scenario")]
     pub scenarios: Vec<String>,
     /// Run every scenario.
@@ -72,6 +77,10 @@ pub struct DrillArgs {
     /// Load before each fault and after recovery, in seconds.
     #[arg(long, default_value_t = 2.0)]
     pub settle_s: f64,
+    /// bad-model: the bake window its promotion asks for, in seconds; the automatic
+    /// rollback must come within it.
+    #[arg(long, default_value_t = env::DEFAULT_BAKE.as_secs_f64())]
+    pub bake_s: f64,
     /// Objective: most failed requests per scenario (whole-cluster outages excepted).
     #[arg(long, default_value_t = 0)]
     pub max_failed: u64,
@@ -203,6 +212,7 @@ async fn drive(args: &DrillArgs, names: &[String]) -> Vec<ScenarioResult> {
             }
         }
     };
+    env.bake = Duration::from_secs_f64(args.bake_s.max(0.0));
     let mut results = Vec::new();
     for name in names {
         eprintln!("--- drill: {name}");

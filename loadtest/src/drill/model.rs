@@ -22,6 +22,16 @@ pub struct ScenarioResult {
     /// failed requests are reported but not gated by the failed-requests objective.
     #[serde(default)]
     pub outage_expected: bool,
+    /// The fault reaches every replica at once while the service stays up (a bad version
+    /// promoted everywhere): like a whole-service outage, its RTO is left out of the
+    /// single-node MTTR of the availability estimate; unlike one, its failed requests are
+    /// gated.
+    #[serde(default)]
+    pub every_replica: bool,
+    /// The scenario's own RTO limit in ms, in place of the drill's (`--max-rto-ms`), where
+    /// its recovery has a bound by design (bad-model: the bake window it promoted with).
+    #[serde(default)]
+    pub rto_limit_ms: Option<f64>,
     /// Fault injection and repair, in seconds from the start of the load.
     pub fault_start_s: f64,
     pub fault_end_s: f64,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::load::generator::{Generator, LoadClient, LoadSpec};
-use crate::load::record::Call;
+use crate::load::record::{Call, LoadResult};
 
 use super::env::DrillEnv;
 use super::model::ScenarioResult;
@@ -90,8 +90,25 @@ impl Phase {
         }
     }
 
+    /// Time from the start of the load to `at` (zero for an instant before it): where `at`
+    /// falls in the load's record, for windows of its own ([`LoadResult::window`]).
+    pub fn offset(&self, at: Instant) -> Duration {
+        at.saturating_duration_since(self.started)
+    }
+
     /// Stops the load and computes the scenario's figures.
     pub async fn finish(self, name: &str, fault: String, isolation: &str) -> ScenarioResult {
+        self.finish_with_load(name, fault, isolation).await.0
+    }
+
+    /// [`finish`](Self::finish), also returning every call the load recorded, for figures of
+    /// the scenario's own (which version or node answered when).
+    pub async fn finish_with_load(
+        self,
+        name: &str,
+        fault: String,
+        isolation: &str,
+    ) -> (ScenarioResult, LoadResult) {
         let result = self.gen.stop().await;
         let since = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(self.started));
         let start = since(self.fault_start).unwrap_or_default();
@@ -101,12 +118,14 @@ impl Phase {
         let total = Duration::from_secs_f64(result.duration_s.max(0.0)) + Duration::from_secs(60);
         let back = recovered.unwrap_or(total).max(end);
         let overall = result.overall();
-        ScenarioResult {
+        let r = ScenarioResult {
             name: name.into(),
             fault,
             isolation: isolation.into(),
             skipped: None,
             outage_expected: false,
+            every_replica: false,
+            rto_limit_ms: None,
             fault_start_s: start.as_secs_f64(),
             fault_end_s: end.as_secs_f64(),
             detection_ms: self.detection_ms,
@@ -121,7 +140,8 @@ impl Phase {
             timeline: result.timeline(),
             notes: self.notes,
             objectives: Vec::new(),
-        }
+        };
+        (r, result)
     }
 }
 

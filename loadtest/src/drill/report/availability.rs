@@ -14,7 +14,9 @@
 //! Scenarios with `outage_expected` (every node taken down on purpose: full restart, restore
 //! from backup) are left out of MTTR: they are correlated failures of all replicas at once,
 //! which the parallel model excludes by construction. Their RTOs are listed beside the
-//! estimate instead, since they are what such an event would cost.
+//! estimate instead, since they are what such an event would cost. Scenarios marked
+//! `every_replica` (a bad version promoted everywhere) are left out and listed the same way:
+//! the service stays up, but the fault is on every replica at once.
 //!
 //! Unavailabilities (`1 − A`) are computed directly rather than as `1 − A`: with three
 //! replicas they are ~1e-18, far below what an `f64` near 1.0 can hold.
@@ -57,6 +59,9 @@ pub struct Availability {
     /// Whole-service outages on purpose, with their RTO in ms where measured: left out of
     /// MTTR (see the module doc).
     pub whole_outages: Vec<(String, Option<f64>)>,
+    /// Faults on every replica at once with the service up (`every_replica`), with their RTO
+    /// in ms where measured: left out of MTTR too.
+    pub every_replica: Vec<(String, Option<f64>)>,
     pub single: Level,
     pub cluster: Level,
 }
@@ -92,9 +97,14 @@ pub fn estimate(
     let mut rtos: Vec<(&str, f64)> = Vec::new();
     let mut unrecovered = Vec::new();
     let mut whole_outages = Vec::new();
+    let mut every_replica = Vec::new();
     for s in ran {
         if s.outage_expected {
             whole_outages.push((s.name.clone(), s.rto_ms.filter(|ms| ms.is_finite())));
+            continue;
+        }
+        if s.every_replica {
+            every_replica.push((s.name.clone(), s.rto_ms.filter(|ms| ms.is_finite())));
             continue;
         }
         match s.rto_ms {
@@ -123,6 +133,7 @@ pub fn estimate(
         measured: rtos.len(),
         unrecovered,
         whole_outages,
+        every_replica,
         single: level(lambda, mttr_s, 1),
         cluster: level(lambda, mttr_s, inputs.replicas),
     })
@@ -180,19 +191,21 @@ pub fn markdown(inputs: &AvailabilityInputs, scenarios: &[ScenarioResult]) -> St
          a bad release rolled to every node) are outside this model.\n",
     );
     if !a.whole_outages.is_empty() {
-        let list: Vec<String> = a
-            .whole_outages
-            .iter()
-            .map(|(name, rto)| match rto {
-                Some(ms) => format!("{name} (RTO {})", fmt_duration(ms / 1000.0)),
-                None => format!("{name} (never recovered)"),
-            })
-            .collect();
+        let list = rto_list(&a.whole_outages);
         let _ = writeln!(
             md,
             "\n**Whole-service outages, not in MTTR**: {}. Every replica down at once is the \
              correlated failure this model leaves out; each RTO is what one such event costs.",
             list.join(", ")
+        );
+    }
+    if !a.every_replica.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n**Every replica at once, not in MTTR**: {}. A bad version promoted to every node \
+             is a correlated failure too, with the service up; each RTO is how long one such \
+             version served.",
+            rto_list(&a.every_replica).join(", ")
         );
     }
     if !a.unrecovered.is_empty() {
@@ -204,6 +217,17 @@ pub fn markdown(inputs: &AvailabilityInputs, scenarios: &[ScenarioResult]) -> St
         );
     }
     md
+}
+
+/// "full-restart (RTO 1.73 s)" for each, or "(never recovered)".
+fn rto_list(scenarios: &[(String, Option<f64>)]) -> Vec<String> {
+    scenarios
+        .iter()
+        .map(|(name, rto)| match rto {
+            Some(ms) => format!("{name} (RTO {})", fmt_duration(ms / 1000.0)),
+            None => format!("{name} (never recovered)"),
+        })
+        .collect()
 }
 
 /// "99.99981 %", with one digit past the first non-nine; past twelve nines an `f64` cannot
@@ -312,6 +336,10 @@ mod tests {
                 skipped: Some("not here".into()),
                 ..scenario("disk-full", None)
             },
+            ScenarioResult {
+                every_replica: true,
+                ..scenario("bad-model", Some(8000.0))
+            },
         ];
         let inputs = AvailabilityInputs {
             failures_per_node_year: 12.0,
@@ -327,6 +355,10 @@ mod tests {
             a.whole_outages,
             vec![("full-restart".to_string(), Some(9000.0))]
         );
+        assert_eq!(
+            a.every_replica,
+            vec![("bad-model".to_string(), Some(8000.0))]
+        );
         assert!(close(a.mtbf_hours, 730.5, 1e-12));
         assert_eq!(a.cluster, level(12.0, 3.0, 3));
 
@@ -337,6 +369,10 @@ mod tests {
         assert!(md.contains("**Not in MTTR**: partition"), "{md}");
         assert!(
             md.contains("**Whole-service outages, not in MTTR**: full-restart (RTO 9.00 s)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("**Every replica at once, not in MTTR**: bad-model (RTO 8.00 s)"),
             "{md}"
         );
     }

@@ -64,6 +64,22 @@ pub fn render(report: &DrillReport, charts: &[Option<String>]) -> String {
          never recovers fails it",
         o.max_rto_ms
     );
+    let own: Vec<String> = report
+        .scenarios
+        .iter()
+        .filter(|s| s.skipped.is_none())
+        .filter_map(|s| {
+            s.rto_limit_ms
+                .map(|ms| format!("{} ≤ {ms:.0} ms", cell(&s.name)))
+        })
+        .collect();
+    if !own.is_empty() {
+        let _ = writeln!(
+            md,
+            "- RTO limits of their own, in place of the one above: {}",
+            own.join(", ")
+        );
+    }
     let _ = writeln!(md, "- RPO: acknowledged promotions lost ≤ {}\n", o.max_rpo);
 
     md.push_str("## Summary\n\n");

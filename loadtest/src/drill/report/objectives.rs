@@ -9,7 +9,8 @@
 //!   A scenario with `outage_expected` (every node down on purpose) still gets the check,
 //!   with its figures, but it always holds: failures there are the point of the scenario,
 //!   and its recovery is what RTO and RPO judge.
-//! - **RTO**: `rto_ms` must be at most `max_rto_ms`. The runner sets `rto_ms` for every
+//! - **RTO**: `rto_ms` must be at most `max_rto_ms`, or the scenario's own `rto_limit_ms`
+//!   where it has one (bad-model: its bake window). The runner sets `rto_ms` for every
 //!   non-skipped scenario that recovered, so `None` on a scenario that ran means it *never
 //!   recovered* within the observation window: the objective is recorded as **not held**.
 //!   A missing measurement must never read as a pass. A non-finite or negative RTO is a
@@ -56,14 +57,18 @@ pub fn check(result: &mut ScenarioResult, obj: &Objectives) {
         }
     });
 
+    let (max_rto_ms, limit) = match result.rto_limit_ms {
+        Some(ms) => (ms, format!("≤ {ms:.0} ms (this scenario's own limit)")),
+        None => (obj.max_rto_ms, format!("≤ {:.0} ms", obj.max_rto_ms)),
+    };
     let (measured, held) = match result.rto_ms {
-        Some(ms) if ms.is_finite() && ms >= 0.0 => (format!("{ms:.0} ms"), ms <= obj.max_rto_ms),
+        Some(ms) if ms.is_finite() && ms >= 0.0 => (format!("{ms:.0} ms"), ms <= max_rto_ms),
         Some(ms) => (format!("invalid measurement ({ms})"), false),
         None => ("never recovered (no RTO measured)".to_string(), false),
     };
     result.objectives.push(ObjectiveCheck {
         what: RTO.into(),
-        limit: format!("≤ {:.0} ms", obj.max_rto_ms),
+        limit,
         measured,
         held,
     });
@@ -181,6 +186,23 @@ mod tests {
         r.rto_ms = None;
         check(&mut r, &Objectives::default());
         assert!(!r.passed(), "RTO is still gated");
+    }
+
+    #[test]
+    fn report_objectives_a_scenario_limit_replaces_the_drills_rto() {
+        let mut r = ran(Some(8000.0));
+        r.rto_limit_ms = Some(30_000.0);
+        check(&mut r, &Objectives::default());
+        let rto = get(&r, RTO);
+        assert!(rto.held, "{rto:?}");
+        assert_eq!(rto.limit, "≤ 30000 ms (this scenario's own limit)");
+
+        r.rto_ms = Some(30_000.1);
+        check(&mut r, &Objectives::default());
+        assert!(!get(&r, RTO).held);
+        r.rto_ms = None;
+        check(&mut r, &Objectives::default());
+        assert!(!get(&r, RTO).held, "never recovering still fails");
     }
 
     #[test]

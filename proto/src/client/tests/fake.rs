@@ -41,6 +41,8 @@ pub(super) struct FakeState {
     pub reason: Mutex<String>,
     pub behaviour: Mutex<Behaviour>,
     pub members: Mutex<Vec<String>>,
+    /// Addresses this node's heartbeats name degraded.
+    pub degraded: Mutex<Vec<String>>,
     /// Rank calls received, and those dropped by the client before they were answered.
     pub calls: AtomicUsize,
     pub cancelled: AtomicUsize,
@@ -72,6 +74,7 @@ impl FakeState {
             interval_ms: self.interval.as_millis() as u32,
             missed_limit: self.missed_limit.load(Ordering::SeqCst),
             members: lock(&self.members).clone(),
+            degraded: lock(&self.degraded).clone(),
             ..NodeHeartbeat::default()
         }
     }
@@ -192,6 +195,7 @@ impl FakeNode {
             missed_limit: AtomicU32::new(25),
             serving: AtomicBool::new(true),
             beating: AtomicBool::new(true),
+            degraded: Mutex::new(Vec::new()),
             reason: Mutex::new(String::new()),
             behaviour: Mutex::new(Behaviour::Answer),
             members: Mutex::new(Vec::new()),

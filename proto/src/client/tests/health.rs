@@ -220,3 +220,31 @@ async fn a_call_in_flight_to_a_node_that_hangs_moves_on_when_it_lapses() {
     let stats = client.stats();
     assert_eq!((stats.retries, stats.failovers, stats.failures), (1, 1, 0));
 }
+
+#[tokio::test]
+async fn a_node_named_degraded_gets_no_calls_unless_it_is_the_last_one() {
+    let a = FakeNode::start("a", BEAT);
+    let b = FakeNode::start("b", BEAT);
+    let client = connect(&[&a, &b], config()).await;
+
+    a.state.degraded.lock().unwrap().push(b.address());
+    eventually("b held out", || view(&client, &b).degraded).await;
+    assert!(!view(&client, &b).healthy);
+    let before = b.state.calls();
+    for _ in 0..20 {
+        assert_eq!(client.rank(request()).await.expect("rank").node_id, "a");
+    }
+    assert_eq!(b.state.calls(), before, "a degraded node gets no calls");
+    assert_eq!(client.stats().degradations, 1);
+
+    // Both named: holding both out would leave nothing, so neither is.
+    a.state.degraded.lock().unwrap().push(a.address());
+    eventually("both back", || healthy(&client, &a) && healthy(&client, &b)).await;
+    assert!(!view(&client, &a).degraded && !view(&client, &b).degraded);
+
+    a.state.degraded.lock().unwrap().clear();
+    eventually("b recovered", || {
+        healthy(&client, &b) && !view(&client, &b).degraded
+    })
+    .await;
+}
