@@ -58,4 +58,10 @@ if not ok:
     print("FAIL: no rankd_gpu_memory_bytes process figure for a model on cuda")
     sys.exit(1)
 print("PASS: rankd_gpu_memory_bytes")
+busy = re.findall(r'^rankd_gpu_utilization_ratio\{gpu="(\d+)"\} (\S+)$', text, re.M)
+print("gpu utilisation:", busy)
+if not busy or not all(0.0 <= float(v) <= 1.0 for _, v in busy):
+    print("FAIL: no rankd_gpu_utilization_ratio in [0, 1] on a host with the driver")
+    sys.exit(1)
+print("PASS: rankd_gpu_utilization_ratio")
 PY

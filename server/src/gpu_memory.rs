@@ -1,4 +1,6 @@
-//! GPU memory on `/metrics`, as the driver (NVML) reports it:
+//! GPU memory and utilisation on `/metrics`, as the driver (NVML) reports them:
+//! `rankd_gpu_utilization_ratio{gpu}`, the share of the driver's last sample period the GPU
+//! ran a kernel (any process's), and
 //! `rankd_gpu_memory_bytes{gpu, kind}` with `kind` one of
 //! - `used`: device memory in use by anyone on that GPU,
 //! - `total`: installed device memory,
@@ -20,7 +22,7 @@ use std::time::Duration;
 use nvml_wrapper::enums::device::UsedGpuMemory;
 use nvml_wrapper::Nvml;
 
-use crate::metrics::{GpuMemoryLabel, Metrics};
+use crate::metrics::{GpuLabel, GpuMemoryLabel, Metrics};
 
 /// How often the gauges are refreshed: well under any Prometheus scrape interval, and NVML
 /// memory queries cost microseconds.
@@ -35,6 +37,8 @@ pub struct GpuSample {
     /// None when the driver does not say (this process has no context there, or the
     /// driver hides per-process figures, e.g. inside some containers).
     pub process: Option<u64>,
+    /// Percent of the driver's last sample period a kernel ran; None when it does not say.
+    pub busy_percent: Option<u32>,
 }
 
 /// Where samples come from: NVML in the server, a scripted source in unit tests.
@@ -83,6 +87,7 @@ impl MemorySource for NvmlSource {
                 used: memory.used,
                 total: memory.total,
                 process,
+                busy_percent: device.utilization_rates().ok().map(|u| u.gpu),
             });
         }
         Ok(out)
@@ -131,6 +136,7 @@ pub async fn sample_loop<S: MemorySource>(
         let Ok((s, result)) = joined else {
             // The sampler panicked inside the driver library; give up on the metric.
             metrics.gpu_memory.clear();
+            metrics.gpu_utilization.clear();
             return;
         };
         source = Some(s);
@@ -176,8 +182,25 @@ fn publish(metrics: &Metrics, samples: &[GpuSample], shown: &mut HashSet<GpuMemo
             now.insert(label);
         }
     }
+    let busy: HashSet<String> = samples
+        .iter()
+        .filter_map(|s| {
+            let p = s.busy_percent?;
+            let gpu = s.gpu.to_string();
+            metrics
+                .gpu_utilization
+                .get_or_create(&GpuLabel { gpu: gpu.clone() })
+                .set(f64::from(p.min(100)) / 100.0);
+            Some(gpu)
+        })
+        .collect();
     for stale in shown.difference(&now) {
         metrics.gpu_memory.remove(stale);
+    }
+    for gpu in shown.iter().map(|l| &l.gpu).filter(|g| !busy.contains(*g)) {
+        metrics
+            .gpu_utilization
+            .remove(&GpuLabel { gpu: gpu.clone() });
     }
     *shown = now;
 }

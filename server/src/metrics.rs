@@ -90,6 +90,8 @@ pub struct Metrics {
     pub peers: PeerMetrics,
     /// Written by `gpu_memory`; empty on hosts without an NVIDIA driver.
     pub gpu_memory: Family<GpuMemoryLabel, Gauge>,
+    /// Written by `gpu_memory` too: the share of the last sample period each GPU was busy.
+    pub gpu_utilization: Family<GpuLabel, Gauge<f64, AtomicU64>>,
     pub tls: TlsMetrics,
     pub auth: AuthMetrics,
     pub host: HostMetrics,
@@ -103,6 +105,12 @@ pub struct GpuMemoryLabel {
     pub gpu: String,
     /// used | total | process
     pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GpuLabel {
+    /// NVML's device index.
+    pub gpu: String,
 }
 
 /// The node's view of consensus, refreshed by the readiness loop.
@@ -289,6 +297,12 @@ impl Metrics {
             "GPU memory from the driver, by NVML index: used (by anyone), total, process (this rankd); absent without an NVIDIA driver",
             gpu_memory.clone(),
         );
+        let gpu_utilization = Family::<GpuLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "gpu_utilization_ratio",
+            "Share of the last sample period each GPU was running a kernel (NVML, any process); absent without an NVIDIA driver",
+            gpu_utilization.clone(),
+        );
         let raft = RaftGauges::default();
         for (name, help, g) in [
             ("raft_term", "Current Raft term", &raft.term),
@@ -342,6 +356,7 @@ impl Metrics {
             artifact_verifications,
             backup_last_success,
             gpu_memory,
+            gpu_utilization,
             tls,
             auth,
             host,

@@ -34,6 +34,7 @@ fn gpu(gpu: u32, used: u64, process: Option<u64>) -> GpuSample {
         used,
         total: 141_000_000_000,
         process,
+        busy_percent: Some(gpu * 10 + 5),
     }
 }
 
@@ -41,7 +42,10 @@ fn series(metrics: &Metrics) -> Vec<String> {
     let mut lines: Vec<String> = metrics
         .encode()
         .lines()
-        .filter(|l| l.starts_with("rankd_gpu_memory_bytes{"))
+        .filter(|l| {
+            l.starts_with("rankd_gpu_memory_bytes{")
+                || l.starts_with("rankd_gpu_utilization_ratio{")
+        })
         .map(str::to_owned)
         .collect();
     lines.sort();
@@ -89,6 +93,8 @@ async fn publishes_used_total_and_process_per_gpu() {
             r#"rankd_gpu_memory_bytes{gpu="0",kind="used"} 5000"#,
             r#"rankd_gpu_memory_bytes{gpu="1",kind="total"} 141000000000"#,
             r#"rankd_gpu_memory_bytes{gpu="1",kind="used"} 7"#,
+            r#"rankd_gpu_utilization_ratio{gpu="0"} 0.05"#,
+            r#"rankd_gpu_utilization_ratio{gpu="1"} 0.15"#,
         ]
     );
 }
@@ -105,6 +111,7 @@ async fn later_samples_overwrite_and_drop_what_vanished() {
         vec![
             r#"rankd_gpu_memory_bytes{gpu="0",kind="total"} 141000000000"#,
             r#"rankd_gpu_memory_bytes{gpu="0",kind="used"} 9000"#,
+            r#"rankd_gpu_utilization_ratio{gpu="0"} 0.05"#,
         ]
     );
 }
@@ -127,6 +134,7 @@ async fn a_failing_driver_drops_the_series_and_recovery_restores_them() {
             r#"rankd_gpu_memory_bytes{gpu="0",kind="process"} 4000"#,
             r#"rankd_gpu_memory_bytes{gpu="0",kind="total"} 141000000000"#,
             r#"rankd_gpu_memory_bytes{gpu="0",kind="used"} 6000"#,
+            r#"rankd_gpu_utilization_ratio{gpu="0"} 0.05"#,
         ]
     );
 }
