@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 
 mod fault;
 mod host;
-mod quality;
+pub mod quality;
 mod security;
 pub use fault::FaultMetrics;
 pub use host::HostMetrics;

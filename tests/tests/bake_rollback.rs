@@ -130,6 +130,16 @@ async fn healthy_signals_mark_the_promotion_baked() {
     assert_eq!(entry.by, "bake-watch");
     assert_eq!(c.status(2).await.active.expect("active").model_version, "2");
     assert_eq!(c.status(1).await.baking_version, "");
+    for id in [1, 2] {
+        let n = c.node(id);
+        assert_eq!(n.metric_value("rankd_baking").await, Some(0.0));
+        assert_eq!(
+            n.metric_value("rankd_bake_verdicts_total{verdict=\"baked\"}")
+                .await,
+            Some(1.0),
+            "every node applies the verdict"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,6 +202,12 @@ async fn a_node_failing_calls_rolls_back_and_rankctl_reports_it() {
             "node 2",
             "against a threshold of 0.050",
         ],
+    );
+    assert_eq!(
+        c.node(2)
+            .metric_value("rankd_bake_verdicts_total{verdict=\"rollback\"}")
+            .await,
+        Some(1.0)
     );
     let fence = c.status(1).await.active.expect("active");
     assert_eq!(fence.model_version, "1");

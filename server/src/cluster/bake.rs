@@ -172,7 +172,8 @@ mod tests {
     #[test]
     fn each_signal_is_named_with_its_node_and_figures() {
         let cfg = BakeConfig::default();
-        let cases: [(&str, fn(&mut PeerHeartbeat)); 4] = [
+        type Spoil = fn(&mut PeerHeartbeat);
+        let cases: [(&str, Spoil); 4] = [
             ("error_ratio", |h| h.version_error_ratio = 0.2),
             ("p99", |h| h.version_p99_us = 400_000),
             ("golden", |h| {

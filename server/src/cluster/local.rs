@@ -208,6 +208,24 @@ impl ApplyHook for LocalModels {
         command: Option<&Command>,
         outcome: &Outcome,
     ) {
+        self.metrics
+            .quality
+            .baking
+            .set(i64::from(registry.baking.is_some()));
+        if let (Some(Command::BakeVerdict { breach, .. }), Outcome::Applied { .. }) =
+            (command, outcome)
+        {
+            let verdict = if breach.is_some() {
+                "rollback"
+            } else {
+                "baked"
+            };
+            self.metrics
+                .quality
+                .bake_verdicts
+                .get_or_create(&crate::metrics::quality::VerdictLabel { verdict })
+                .inc();
+        }
         match (command, outcome) {
             (
                 Some(

@@ -33,6 +33,12 @@ pub struct QuantileLabel {
     pub quantile: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabel {
+    /// baked | rollback
+    pub verdict: &'static str,
+}
+
 type F64Gauges<L> = Family<L, Gauge<f64, AtomicU64>>;
 
 #[derive(Default)]
@@ -51,12 +57,25 @@ pub struct QualityMetrics {
     pub live_error_ratio: Gauge<f64, AtomicU64>,
     pub live_p99: Gauge<f64, AtomicU64>,
     pub live_calls: Gauge,
+    /// 1 while the registry has a promotion on probation (see `cluster::bake`).
+    pub baking: Gauge,
+    pub bake_verdicts: Family<VerdictLabel, Counter>,
 }
 
 const QUANTILES: [(f64, &str); 3] = [(0.5, "0.5"), (0.9, "0.9"), (0.99, "0.99")];
 
 impl QualityMetrics {
     pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "baking",
+            "1 while a promotion's bake window runs (the leader rolls back by itself on a breach)",
+            self.baking.clone(),
+        );
+        registry.register(
+            "bake_verdicts",
+            "Bake windows ended, by verdict: baked, or rollback (automatic, on a breached signal)",
+            self.bake_verdicts.clone(),
+        );
         registry.register(
             "score_quantile",
             "Quantiles of the scores the serving version returned (t-digest sketch)",
