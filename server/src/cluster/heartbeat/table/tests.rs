@@ -110,3 +110,29 @@ async fn metrics_follow_the_table() {
         "{text}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn degraded_peers_are_no_forwarding_target_and_are_counted() {
+    let t = table();
+    t.set_members([2, 3]);
+    t.heard(hb(2, true, 0), Instant::now());
+    t.heard(hb(3, true, 5), Instant::now());
+    t.set_degraded(BTreeMap::from([(2, "p99 120 ms".to_string())]));
+    assert!(t.is_degraded(2));
+    assert_eq!(
+        t.pick().map(|p| p.id),
+        Some(3),
+        "the idle but degraded peer is skipped"
+    );
+    t.set_degraded(BTreeMap::from([(2, "p99 120 ms".to_string())]));
+    let d = &t.metrics.peers;
+    assert_eq!(
+        d.degradations.get_or_create(&label(2)).get(),
+        1,
+        "counted once"
+    );
+    assert_eq!(d.degraded.get_or_create(&label(2)).get(), 1);
+    t.set_degraded(BTreeMap::new());
+    assert_eq!(d.degraded.get_or_create(&label(2)).get(), 0);
+    assert_eq!(t.pick().map(|p| p.id), Some(2));
+}
