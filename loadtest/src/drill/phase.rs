@@ -145,22 +145,31 @@ impl Phase {
     }
 }
 
-/// The longest stretch during which the load saw two versions served: for each pair of
-/// versions, the overlap of the spans over which each was seen. `None` with one version.
+/// The longest time two nodes served different versions at once, as the load saw it. Each
+/// node's answers, in scheduled order, make segments of one version each; the divergence is
+/// the longest overlap between two segments of different versions (on different nodes,
+/// since one node's segments follow each other). A version served before and after another
+/// (a rollback) is two segments, so the stretch in between is no divergence unless some
+/// node still served the old version meanwhile. `None` when the load saw one version.
 pub fn divergence_ms(calls: &[Call]) -> Option<f64> {
-    let mut spans: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    for c in calls.iter().filter(|c| c.ok()) {
-        let e = spans
-            .entry(c.version.as_str())
-            .or_insert((c.at_us, c.at_us));
-        e.0 = e.0.min(c.at_us);
-        e.1 = e.1.max(c.at_us);
+    let mut ok: Vec<&Call> = calls.iter().filter(|c| c.ok()).collect();
+    ok.sort_by_key(|c| c.at_us);
+    // (node, version, first, last), in order of each node's first answer of the segment.
+    let mut segments: Vec<(&str, &str, u64, u64)> = Vec::new();
+    let mut open: BTreeMap<&str, usize> = BTreeMap::new();
+    for c in ok {
+        match open.get(c.node.as_str()) {
+            Some(&i) if segments[i].1 == c.version => segments[i].3 = c.at_us,
+            _ => {
+                open.insert(c.node.as_str(), segments.len());
+                segments.push((c.node.as_str(), c.version.as_str(), c.at_us, c.at_us));
+            }
+        }
     }
-    let spans: Vec<(u64, u64)> = spans.into_values().collect();
     let mut worst: Option<u64> = None;
-    for (i, a) in spans.iter().enumerate() {
-        for b in &spans[i + 1..] {
-            let overlap = a.1.min(b.1).saturating_sub(a.0.max(b.0));
+    for (i, a) in segments.iter().enumerate() {
+        for b in segments[i + 1..].iter().filter(|b| b.1 != a.1) {
+            let overlap = a.3.min(b.3).saturating_sub(a.2.max(b.2));
             worst = Some(worst.map_or(overlap, |w| w.max(overlap)));
         }
     }
@@ -171,24 +180,59 @@ pub fn divergence_ms(calls: &[Call]) -> Option<f64> {
 mod tests {
     use super::*;
 
-    fn ok(at_ms: u64, version: &str) -> Call {
+    fn ok(at_ms: u64, version: &str, node: &str) -> Call {
         Call {
             at_us: at_ms * 1000,
             latency_us: 1000,
             code: "OK".into(),
             version: version.into(),
-            node: String::new(),
+            node: node.into(),
         }
     }
 
     #[test]
-    fn divergence_is_the_overlap_of_version_spans() {
-        assert_eq!(divergence_ms(&[ok(0, "1"), ok(10, "1")]), None);
-        // v1 seen until 120 ms, v2 from 100 ms: 20 ms of both.
-        let calls = [ok(0, "1"), ok(120, "1"), ok(100, "2"), ok(300, "2")];
+    fn divergence_is_the_overlap_of_version_segments_across_nodes() {
+        assert_eq!(divergence_ms(&[ok(0, "1", "a"), ok(10, "1", "b")]), None);
+        // Node a served v1 until 120 ms, node b v2 from 100 ms: 20 ms of both.
+        let calls = [
+            ok(0, "1", "a"),
+            ok(120, "1", "a"),
+            ok(100, "2", "b"),
+            ok(300, "2", "b"),
+        ];
         assert_eq!(divergence_ms(&calls), Some(20.0));
         // A clean switch: no overlap.
-        let calls = [ok(0, "1"), ok(99, "1"), ok(100, "2")];
+        let calls = [ok(0, "1", "a"), ok(99, "1", "b"), ok(100, "2", "a")];
         assert_eq!(divergence_ms(&calls), Some(0.0));
+    }
+
+    #[test]
+    fn a_rollback_is_no_divergence_unless_nodes_disagree() {
+        // Both nodes switch to v2 at 1000 ms and back to v1 at 7000 ms, within 10 ms.
+        let mut calls = Vec::new();
+        for t in (0..10_000).step_by(30) {
+            for (node, skew) in [("a", 0), ("b", 10)] {
+                let v = if (1000 + skew..7000 + skew).contains(&t) {
+                    "2"
+                } else {
+                    "1"
+                };
+                calls.push(ok(t, v, node));
+            }
+        }
+        let d = divergence_ms(&calls).expect("two versions");
+        assert!(d <= 30.0, "only the switches' skew: {d}");
+        // Node b stays on v1 throughout: it disagrees with a for the whole 6 s.
+        let calls: Vec<Call> = calls
+            .into_iter()
+            .map(|mut c| {
+                if c.node == "b" {
+                    c.version = "1".into();
+                }
+                c
+            })
+            .collect();
+        let d = divergence_ms(&calls).expect("two versions");
+        assert!((5900.0..=6000.0).contains(&d), "{d}");
     }
 }

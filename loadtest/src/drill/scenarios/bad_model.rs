@@ -30,6 +30,13 @@ const METHOD: &str = "shift:3";
 const VERDICT_GRACE: Duration = Duration::from_secs(10);
 /// Who the history names for the drill's own actions.
 const BY: &str = "rankload drill";
+/// Scores (each call's top k, as returned) the outgoing version must have served on a node
+/// for that node to give the new version a drift baseline at the switch (rankd's
+/// `MIN_BASELINE`). Without one the new version takes its own first scores as the
+/// reference, and drift cannot be seen in that bake.
+const BASELINE_SCORES: f64 = 1000.0;
+/// Longest wait for that baseline under the drill's load.
+const BASELINE_LIMIT: Duration = Duration::from_secs(60);
 
 fn skipped(why: String) -> ScenarioResult {
     ScenarioResult {
@@ -140,6 +147,37 @@ pub fn served_by_version(calls: &[Call], version: &str) -> (u64, Option<(u64, u6
     (n, span)
 }
 
+/// Waits until every live node has served [`BASELINE_SCORES`] scores of `version` (its
+/// `rankd_scores_observed` gauge, exported every 2 s); `None` when they have, else what
+/// each node had at the limit.
+async fn wait_baseline(env: &DrillEnv, version: &str) -> Option<String> {
+    let series = format!("rankd_scores_observed{{version=\"{version}\"}}");
+    let until = Instant::now() + BASELINE_LIMIT;
+    loop {
+        let mut seen = Vec::new();
+        for id in env.cluster().live_ids() {
+            let n = env
+                .cluster()
+                .node(id)
+                .metrics()
+                .await
+                .value_or_zero(&series);
+            seen.push((id, n));
+        }
+        if seen.iter().all(|&(_, n)| n >= BASELINE_SCORES) {
+            return None;
+        }
+        if Instant::now() >= until {
+            let each: Vec<String> = seen
+                .iter()
+                .map(|(id, n)| format!("node {id} {n:.0}"))
+                .collect();
+            return Some(format!("scores of {version} served: {}", each.join(", ")));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 pub async fn bad_model(env: &mut DrillEnv) -> ScenarioResult {
     let good = env.active().await.unwrap_or_else(|| env.fence.clone());
     let bake = env.bake;
@@ -182,6 +220,20 @@ pub async fn bad_model(env: &mut DrillEnv) -> ScenarioResult {
     env.cluster().wait_ready_everywhere(leader, &bad).await;
 
     let mut p = Phase::start(env).await;
+    let waited = Instant::now();
+    let short = wait_baseline(env, &good.model_version).await;
+    p.notes.push(match &short {
+        None => format!(
+            "every node had served {BASELINE_SCORES:.0} scores of {} (the drift baseline) \
+             {:.1} s into the load's steady part",
+            good.model_version,
+            (env.settle + waited.elapsed()).as_secs_f64()
+        ),
+        Some(why) => format!(
+            "promoted without a full drift baseline after {} s of load: {why}",
+            BASELINE_LIMIT.as_secs()
+        ),
+    });
     let t0 = p.fault();
     let req = PromoteRequest {
         bake_ms: Some(bake_ms),

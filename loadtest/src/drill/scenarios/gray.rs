@@ -1,12 +1,15 @@
 //! A gray failure: one follower answers every Rank call 150 ms late (the admin InjectFault
 //! call; its health stays SERVING and its heartbeats keep coming, so liveness sees nothing).
-//! The nodes must judge it degraded against its peers, and the failover client must stop
-//! sending it calls; once the fault is cleared it must come back into rotation.
+//! Its peers must judge it degraded, the failover client must hold it out, and once the
+//! fault is cleared it must come back into rotation.
 //!
-//! Measured: injection to the cluster status (asked of another node) naming the node
-//! degraded (detection), injection to the failover client holding it out (RTO: from then on
-//! the users' latency is back to normal), clearing to the status no longer naming it, and
-//! the client's p99 and the slow node's share of the calls in each stretch.
+//! Measured: injection to the cluster status (asked of another node, the leader) naming the
+//! node degraded (detection); every change of that verdict while the fault is on (the fault
+//! stays 15 s past its detection, longer than the 10 s outlier window, so what happens once
+//! the node's window empties is in the figures); clearing to the node back in rotation in
+//! the status and the client (RTO, which counts from the clearing: the fault lasts as long
+//! as the drill holds it); and the client's p99 and the slow node's share of the calls in
+//! each stretch.
 
 use std::time::{Duration, Instant};
 
@@ -22,34 +25,43 @@ pub const NAME: &str = "gray-node";
 /// Added to every Rank call the slow node serves.
 const LATENCY_MS: u32 = 150;
 /// How long the fault stays after its detection, at least (`--hold-s` when longer): longer
-/// than the 10 s outlier window, so the node's readmission once its window empties, and its
-/// detection again, are in the figures.
+/// than the outlier window, so what happens once the node's window empties is seen.
 const HOLD_AFTER_DETECTION: Duration = Duration::from_secs(15);
+/// rankd's `outlier.window_ms` (its default, which the drill cluster keeps): a degraded
+/// node is judged again, and readmitted, once its calls in the window fall below
+/// `outlier.min_calls`.
+const OUTLIER_WINDOW: Duration = Duration::from_secs(10);
+/// RTO limit of this scenario, from the clearing: the outlier window plus the drill's default
+/// RTO limit of 5 s.
+const RTO_LIMIT: Duration = Duration::from_secs(OUTLIER_WINDOW.as_secs() + 5);
 /// Longest wait for the node to be judged degraded, and for it to come back once cleared.
 const WAIT_LIMIT: Duration = Duration::from_secs(60);
 /// The fault clears by itself after this long, should the drill die before clearing it.
 const SAFETY_S: u32 = 300;
 const POLL: Duration = Duration::from_millis(100);
 
-/// What the polls saw while the fault was on.
-#[derive(Debug, Default)]
-struct Watch {
-    /// When the status first named the node degraded, with the reason given.
-    detected: Option<(Instant, String)>,
-    /// When the failover client first held it out.
-    client_out: Option<Instant>,
-    /// Status flips from degraded back to not degraded while the fault was on.
-    readmissions: u32,
-    /// The last verdict seen in the status.
+/// One change of the status's verdict on the slow node.
+#[derive(Debug, Clone)]
+struct Flip {
+    at: Instant,
     degraded: bool,
+    /// The reason given, or the node's own figures (last 1024 calls) when not degraded.
+    why: String,
 }
 
-/// Whether `observer`'s cluster status names `victim` degraded (with why); `None` when
-/// it does not answer.
-async fn status_degraded(env: &DrillEnv, observer: u64, victim: u64) -> Option<(bool, String)> {
+/// The observer's verdict on `victim` (`None`: no answer), with the reason or, when not
+/// degraded, the node's own recent figures.
+async fn verdict(env: &DrillEnv, observer: u64, victim: u64) -> Option<(bool, String)> {
     let st = env.cluster().try_status(observer).await.ok()?;
     let n = node_status(&st, victim)?;
-    Some((n.degraded, n.degraded_reason.clone()))
+    Some(if n.degraded {
+        (true, n.degraded_reason.clone())
+    } else {
+        (
+            false,
+            format!("its last {} calls: p99 {:.1} ms", n.recent_calls, n.p99_ms),
+        )
+    })
 }
 
 /// Whether the failover client holds the node out as degraded.
@@ -58,6 +70,55 @@ fn client_degraded(env: &DrillEnv, node_id: &str, addr: &str) -> bool {
         .nodes()
         .iter()
         .any(|n| (n.node_id.as_deref() == Some(node_id) || n.address == addr) && n.degraded)
+}
+
+/// Polls the status and the client every [`POLL`] until `stop` says so, recording every
+/// flip of the status's verdict and the client's.
+struct Watch<'a> {
+    env: &'a DrillEnv,
+    observer: u64,
+    victim: u64,
+    node_id: String,
+    addr: String,
+    flips: Vec<Flip>,
+    client_flips: Vec<(Instant, bool)>,
+}
+
+impl Watch<'_> {
+    fn degraded(&self) -> bool {
+        self.flips.last().is_some_and(|f| f.degraded)
+    }
+
+    fn client_degraded(&self) -> bool {
+        self.client_flips.last().is_some_and(|f| f.1)
+    }
+
+    async fn poll_until(&mut self, mut stop: impl FnMut(&Self, Instant) -> bool) {
+        loop {
+            let now = Instant::now();
+            if let Some((degraded, why)) = verdict(self.env, self.observer, self.victim).await {
+                if self
+                    .flips
+                    .last()
+                    .map_or(degraded, |f| f.degraded != degraded)
+                {
+                    self.flips.push(Flip {
+                        at: now,
+                        degraded,
+                        why,
+                    });
+                }
+            }
+            let client = client_degraded(self.env, &self.node_id, &self.addr);
+            if client != self.client_degraded() {
+                self.client_flips.push((now, client));
+            }
+            if stop(self, now) {
+                return;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
 }
 
 /// Latency and the node's share of the successful calls over `[from, to)` of the load.
@@ -84,7 +145,7 @@ impl Stretch {
             return format!("{what} ({seconds:.1} s): no calls");
         }
         format!(
-            "{what} ({seconds:.1} s): p99 {:.1} ms, the slow node answered {} of {} calls \
+            "{what} ({seconds:.1} s): client p99 {:.1} ms, the slow node answered {} of {} calls \
              ({:.1} %)",
             self.p99_ms,
             self.by_node,
@@ -143,37 +204,32 @@ pub async fn gray_node(env: &mut DrillEnv) -> ScenarioResult {
             String::new()
         }
     };
-
-    // Detection, then the hold: the status and the client polled every 100 ms.
-    let mut w = Watch::default();
-    let mut hold_until: Option<Instant> = None;
-    let detect_limit = t0 + WAIT_LIMIT;
+    let mut w = Watch {
+        env,
+        observer,
+        victim,
+        node_id: node_id.clone(),
+        addr,
+        flips: Vec::new(),
+        client_flips: Vec::new(),
+    };
+    // Detection, then the hold.
     if injected.is_ok() {
-        loop {
-            let now = Instant::now();
-            if let Some((degraded, reason)) = status_degraded(env, observer, victim).await {
-                if degraded && w.detected.is_none() {
-                    w.detected = Some((now, reason));
-                    hold_until = Some(now + hold);
-                }
-                if w.degraded && !degraded {
-                    w.readmissions += 1;
-                }
-                w.degraded = degraded;
-            }
-            if w.client_out.is_none() && client_degraded(env, &node_id, &addr) {
-                w.client_out = Some(now);
-            }
-            if hold_until.map_or(now >= detect_limit, |h| now >= h) {
-                break;
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        w.poll_until(|w, now| match w.flips.iter().find(|f| f.degraded) {
+            Some(first) => now >= first.at + hold,
+            None => now >= t0 + WAIT_LIMIT,
+        })
+        .await;
     }
+    let detected = w.flips.iter().find(|f| f.degraded).cloned();
+    let degraded_at_clear = (w.degraded(), w.client_degraded());
+    let fault_flips = w.flips.len();
 
-    // Clear, and wait for the node to be back in rotation.
+    // Clear, and wait for the node to be back in rotation in the status and the client.
+    p.recovery_starts();
     let cleared = Instant::now();
-    let clear = env
+    let clear = w
+        .env
         .cluster()
         .admin(victim)
         .await
@@ -190,103 +246,135 @@ pub async fn gray_node(env: &mut DrillEnv) -> ScenarioResult {
         ));
     }
     p.repaired();
-    let mut back: Option<Instant> = None;
-    let mut client_back: Option<Instant> = None;
-    while cleared.elapsed() < WAIT_LIMIT && (back.is_none() || client_back.is_none()) {
-        let now = Instant::now();
-        if back.is_none() {
-            if let Some((false, _)) = status_degraded(env, observer, victim).await {
-                back = Some(now);
-            }
-        }
-        if client_back.is_none() && !client_degraded(env, &node_id, &addr) {
-            client_back = Some(now);
-        }
-        tokio::time::sleep(POLL).await;
-    }
-    // Full service for the users: the client holds the slow node out.
-    p.mark_recovered(w.client_out);
-    p.detection_ms = w
-        .detected
+    w.poll_until(|w, now| (!w.degraded() && !w.client_degraded()) || now >= cleared + WAIT_LIMIT)
+        .await;
+    let back = (!w.degraded() && !w.client_degraded()).then(|| {
+        let last = |t: Option<Instant>| t.unwrap_or(cleared).max(cleared);
+        last(w.flips.last().map(|f| f.at)).max(last(w.client_flips.last().map(|c| c.0)))
+    });
+    let Watch {
+        flips,
+        client_flips,
+        ..
+    } = w;
+    p.mark_recovered(back);
+    p.detection_ms = detected
         .as_ref()
-        .map(|(at, _)| at.duration_since(t0).as_secs_f64() * 1000.0);
-    let ms = |from: Instant, to: Option<Instant>| {
-        to.map(|t| t.saturating_duration_since(from).as_secs_f64() * 1000.0)
-    };
-    let undegraded_ms = ms(cleared, back);
-    let client_back_ms = ms(cleared, client_back);
+        .map(|f| f.at.duration_since(t0).as_secs_f64() * 1000.0);
     tokio::time::sleep(env.settle).await;
 
-    match &w.detected {
-        Some((_, reason)) => p.notes.push(format!(
+    let since = |at: Instant| at.saturating_duration_since(t0).as_secs_f64();
+    let cleared_s = since(cleared);
+    match &detected {
+        Some(f) => p.notes.push(format!(
             "node {observer}'s cluster status named node {victim} degraded {:.0} ms after the \
-             injection: {reason}",
-            p.detection_ms.unwrap_or_default()
+             injection: {}",
+            since(f.at) * 1000.0,
+            f.why
         )),
         None => p.notes.push(format!(
             "node {observer}'s cluster status never named node {victim} degraded within {} s",
             WAIT_LIMIT.as_secs()
         )),
     }
-    p.notes.push(match w.client_out {
-        Some(at) => format!(
-            "the failover client held node {victim} out {:.0} ms after the injection; it \
-             counted {} degradation(s) over the scenario",
-            at.duration_since(t0).as_secs_f64() * 1000.0,
-            env.client.stats().degradations.saturating_sub(degradations)
-        ),
-        None => format!("the failover client never held node {victim} out"),
-    });
+    let flip_text = |f: &Flip| {
+        format!(
+            "{:.1} s {}{} ({})",
+            since(f.at),
+            if f.degraded {
+                "degraded"
+            } else {
+                "not degraded"
+            },
+            if since(f.at) >= cleared_s {
+                ", fault cleared"
+            } else {
+                ""
+            },
+            f.why
+        )
+    };
     p.notes.push(format!(
-        "while the fault was on, the status showed node {victim} readmitted (no longer \
-         degraded) {} time(s)",
-        w.readmissions
+        "node {observer}'s verdict on node {victim}, in seconds from the injection (fault \
+         cleared at {cleared_s:.1} s): {}",
+        flips.iter().map(flip_text).collect::<Vec<_>>().join("; ")
     ));
+    let client_text: Vec<String> = client_flips
+        .iter()
+        .map(|(at, d)| {
+            format!(
+                "{:.1} s {}",
+                since(*at),
+                if *d { "held out" } else { "back in rotation" }
+            )
+        })
+        .collect();
     p.notes.push(format!(
-        "after the fault was cleared: no longer degraded in the status after {}, back in the \
-         client's rotation after {}",
-        undegraded_ms.map_or("(never, within 60 s)".into(), |v| format!("{v:.0} ms")),
-        client_back_ms.map_or("(never, within 60 s)".into(), |v| format!("{v:.0} ms"))
+        "the failover client, in seconds from the injection: {}; {} degradation(s) counted",
+        if client_text.is_empty() {
+            "never held the node out".to_string()
+        } else {
+            client_text.join("; ")
+        },
+        env.client.stats().degradations.saturating_sub(degradations)
+    ));
+    if detected.is_some() && !degraded_at_clear.0 {
+        let lapsed = flips[..fault_flips]
+            .iter()
+            .rev()
+            .find(|f| !f.degraded)
+            .map(|f| since(f.at));
+        p.notes.push(format!(
+            "the status no longer named node {victim} degraded while the fault was still on \
+             (from {:.1} s), and did not again before the clearing: the window of calls it \
+             is judged on had emptied (the client's balancer sends a slow node next to \
+             nothing)",
+            lapsed.unwrap_or_default()
+        ));
+    }
+    let rto_from_clear = back.map(|b| b.duration_since(cleared).as_secs_f64() * 1000.0);
+    p.notes.push(format!(
+        "after the clearing: back in rotation (status and client) after {} (status said \
+         degraded at the clearing: {}, client held it out: {})",
+        rto_from_clear.map_or("(never, within 60 s)".into(), |v| format!("{v:.0} ms")),
+        degraded_at_clear.0,
+        degraded_at_clear.1
     ));
 
     // The stretches, on the load's clock.
-    let at = |i: Instant| p.offset(i);
-    let marks = (
-        at(t0),
-        w.client_out.map(at),
-        at(cleared),
-        client_back.map(at),
-    );
+    let inject = p.offset(t0);
+    let detect = detected.as_ref().map(|f| p.offset(f.at));
+    let clear_at = p.offset(cleared);
+    let back_at = back.map(|b| p.offset(b));
     let fault = format!(
-        "InjectFault on node {victim} (a follower): every Rank call it serves waits {LATENCY_MS} \
-         ms, no errors, health SERVING; cleared {:.1} s after its detection",
+        "InjectFault on node {victim} (a follower): every Rank call it serves waits \
+         {LATENCY_MS} ms, no errors, health SERVING; cleared {:.0} s after its detection; \
+         RTO counts from the clearing",
         hold.as_secs_f64()
     );
     let (mut r, load) = p.finish_with_load(NAME, fault, "").await;
-    let end = Duration::from_secs_f64(load.duration_s) + Duration::from_secs(60);
-    let (inject, out, clear_at, back_at) = marks;
+    let end = Duration::from_secs_f64(load.duration_s);
     let mut stretches = vec![("before", Duration::ZERO, inject)];
-    match out {
-        Some(out) => {
-            stretches.push(("injection to the client holding it out", inject, out));
-            stretches.push(("held out, fault on", out, clear_at));
+    match detect {
+        Some(d) => {
+            stretches.push(("injection to detection", inject, d));
+            stretches.push(("detected, fault on", d, clear_at));
         }
-        None => stretches.push(("fault on (never held out)", inject, clear_at)),
+        None => stretches.push(("fault on, never detected", inject, clear_at)),
     }
     match back_at {
         Some(b) => {
-            stretches.push(("fault cleared, still held out", clear_at, b));
+            stretches.push(("cleared, until back in rotation", clear_at, b));
             stretches.push(("back in rotation", b, end));
         }
-        None => stretches.push(("fault cleared", clear_at, end)),
+        None => stretches.push(("cleared", clear_at, end)),
     }
     for (what, from, to) in stretches {
         let s = stretch(&load, &node_id, from, to);
-        let secs = to
-            .min(Duration::from_secs_f64(load.duration_s))
-            .saturating_sub(from);
-        r.notes.push(s.describe(what, secs.as_secs_f64()));
+        r.notes
+            .push(s.describe(what, to.saturating_sub(from).as_secs_f64()));
     }
+    r.rto_limit_ms = Some(RTO_LIMIT.as_secs_f64() * 1000.0);
     r.objectives.push(ObjectiveCheck {
         what: "slow node judged degraded".into(),
         limit: format!("within {} s of the injection", WAIT_LIMIT.as_secs()),
@@ -294,15 +382,6 @@ pub async fn gray_node(env: &mut DrillEnv) -> ScenarioResult {
             .detection_ms
             .map_or("never".into(), |v| format!("{v:.0} ms")),
         held: r.detection_ms.is_some(),
-    });
-    r.objectives.push(ObjectiveCheck {
-        what: "back in rotation once cleared".into(),
-        limit: format!("within {} s of clearing", WAIT_LIMIT.as_secs()),
-        measured: match (undegraded_ms, client_back_ms) {
-            (Some(a), Some(b)) => format!("status {a:.0} ms, client {b:.0} ms"),
-            _ => "not seen".into(),
-        },
-        held: undegraded_ms.is_some() && client_back_ms.is_some(),
     });
     r
 }
