@@ -176,6 +176,9 @@ pub enum Command {
         /// Nodes that must hold the previous version ready, for a breach.
         required: Vec<NodeId>,
         at_ms: u64,
+        /// What the leader could judge over the window (recorded with a clean verdict).
+        #[serde(default)]
+        summary: String,
     },
     Retire {
         model: ModelRef,
@@ -317,7 +320,15 @@ impl Registry {
                 breach,
                 required,
                 at_ms,
-            } => self.bake_verdict(term, index, model, breach.as_ref(), required, *at_ms),
+                summary,
+            } => self.bake_verdict(
+                term,
+                index,
+                model,
+                breach.as_ref(),
+                required,
+                (*at_ms, summary),
+            ),
             Command::Rollback {
                 expect,
                 required,

@@ -237,6 +237,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         cluster.clone(),
         background_stopped.clone(),
     ));
+    let probe_task = tokio::spawn(crate::cluster::probe::run(
+        cluster.clone(),
+        background_stopped.clone(),
+    ));
     if single {
         single::start_single(&cluster, &store, &engine, initial).await?;
     }
@@ -546,6 +550,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let _ = readiness_task.await;
     let _ = heartbeat_task.await;
     let _ = bake_task.await;
+    let _ = probe_task.await;
     let _ = reconcile_task.await;
     if let Err(e) = cluster.raft.shutdown().await {
         tracing::warn!(error = %e, "raft did not shut down cleanly");

@@ -36,6 +36,9 @@ pub struct Job {
     pub deadline: Option<Instant>,
     pub enqueued: Instant,
     pub reply: oneshot::Sender<Result<Scored, ServeError>>,
+    /// False for the cluster's own probe calls (see `cluster::probe`): they measure the node,
+    /// but their scores must not move the version's score statistics or drift baseline.
+    pub observed: bool,
 }
 
 /// A ranking and the model version that produced it.
@@ -300,7 +303,13 @@ fn reply_all(
     model: &Arc<Loaded>,
     metrics: &Metrics,
 ) {
-    model.scores.record(&results);
+    model.scores.record(
+        results
+            .iter()
+            .zip(&jobs)
+            .filter(|(_, j)| j.observed)
+            .map(|(r, _)| r),
+    );
     let mut results = results.into_iter();
     for job in jobs {
         let res = match results.next() {

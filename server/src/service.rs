@@ -19,6 +19,10 @@ use crate::node_state::NodeState;
 use crate::scheduler::{Job, Scheduler, Scored};
 use crate::stack::Deadline;
 
+/// Metadata key marking the cluster's own probe calls (`cluster::probe`): served and
+/// measured like any call, but left out of the version's score statistics.
+pub const PROBE_HEADER: &str = "rankd-probe";
+
 pub struct RankService {
     scheduler: Arc<Scheduler>,
     slot: Arc<ModelSlot>,
@@ -121,6 +125,7 @@ impl Ranker for RankService {
             .filter(|_| request.metadata().get(FORWARDED_HEADER).is_none());
         let trace = trace_id(request.metadata());
         let traceparent = request.metadata().get("traceparent").cloned();
+        let observed = request.metadata().get(PROBE_HEADER).is_none();
         let mut req = request.into_inner();
         let request_id = self.request_id(&req.request_id);
         req.request_id.clone_from(&request_id);
@@ -152,7 +157,14 @@ impl Ranker for RankService {
             let arrival = arrival.unwrap_or_else(|| self.scheduler.arrival());
             let started = Instant::now();
             let served = self
-                .serve_here(req, deadline, arrival, request_id, forwarder, traceparent)
+                .serve_here(
+                    req,
+                    (deadline, observed),
+                    arrival,
+                    request_id,
+                    forwarder,
+                    traceparent,
+                )
                 .await;
             let (code, took) = (served.as_ref().err().map(Status::code), started.elapsed());
             self.state.live.record(code, took);
@@ -172,14 +184,14 @@ impl RankService {
     async fn serve_here(
         &self,
         req: RankRequest,
-        deadline: Option<Instant>,
+        (deadline, observed): (Option<Instant>, bool),
         arrival: crate::scheduler::Arrival,
         request_id: String,
         forwarder: Option<&Forwarder>,
         traceparent: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     ) -> Result<Response<RankResponse>, Status> {
         self.fault.apply(&self.node_id).await?;
-        match self.rank_inner(req, deadline, arrival).await {
+        match self.rank_inner(req, (deadline, observed), arrival).await {
             Ok(scored) => {
                 tracing::debug!(returned = scored.ranked.ids.len(), version = %scored.model.info.version, "ranked");
                 Ok(Response::new(self.respond(request_id, scored)))
@@ -209,7 +221,7 @@ impl RankService {
     async fn rank_inner(
         &self,
         req: RankRequest,
-        deadline: Option<Instant>,
+        (deadline, observed): (Option<Instant>, bool),
         arrival: crate::scheduler::Arrival,
     ) -> Result<Scored, (ServeError, Option<Box<Job>>)> {
         self.check(&req).map_err(|e| (e, None))?;
@@ -224,6 +236,7 @@ impl RankService {
             deadline,
             enqueued: Instant::now(),
             reply: tx,
+            observed,
         })?;
         rx.await
             .map_err(|_| (ServeError::EngineStopped, None))?

@@ -85,9 +85,9 @@ impl Registry {
         }
     }
 
-    /// The verdict on the bake of `model`: a breach rolls back to the version it replaced
-    /// (every node in `required` must hold it ready, as for a Rollback); none marks it baked.
-    #[allow(clippy::too_many_arguments)]
+    /// The verdict on the bake of `model`, stamped `at_ms`: a breach rolls back to the
+    /// version it replaced (every node in `required` must hold it ready, as for a Rollback);
+    /// none marks it baked, recording `summary` (what could be judged).
     pub(super) fn bake_verdict(
         &mut self,
         term: u64,
@@ -95,7 +95,7 @@ impl Registry {
         model: &ModelRef,
         breach: Option<&Breach>,
         required: &[NodeId],
-        at_ms: u64,
+        (at_ms, summary): (u64, &str),
     ) -> Outcome {
         let Some(bake) = self.baking.clone().filter(|b| &b.model == model) else {
             return Outcome::reject(
@@ -113,10 +113,17 @@ impl Registry {
                 to: model.clone(),
                 term,
                 index,
-                detail: format!(
-                    "no signal breached its threshold in {} ms",
-                    bake.until_ms.saturating_sub(bake.started_ms)
-                ),
+                detail: if summary.is_empty() {
+                    format!(
+                        "no signal breached its threshold in {} ms",
+                        bake.until_ms.saturating_sub(bake.started_ms)
+                    )
+                } else {
+                    format!(
+                        "no signal breached its threshold in {} ms; {summary}",
+                        bake.until_ms.saturating_sub(bake.started_ms)
+                    )
+                },
             });
             return Outcome::ok();
         };

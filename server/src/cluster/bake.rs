@@ -15,8 +15,10 @@
 //! - `drift`: the version's score PSI against the scores served before the switch.
 //!
 //! The first breach found is committed as the verdict (a rollback). With none by the window's
-//! end, the verdict marks the version baked.
+//! end, the verdict marks the version baked and records which nodes each signal could be
+//! judged on: a bake in which no node served enough calls, or no baseline existed, says so.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +33,7 @@ pub async fn run(cluster: Arc<Cluster>, mut stop: tokio::sync::watch::Receiver<b
     let cfg = cluster.bake.clone();
     let mut tick = tokio::time::interval(Duration::from_millis(cfg.check_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut coverage = Coverage::default();
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -43,6 +46,13 @@ pub async fn run(cluster: Arc<Cluster>, mut stop: tokio::sync::watch::Receiver<b
             continue;
         };
         let signals = gather(&cluster, bake.index);
+        if coverage.index != bake.index {
+            coverage = Coverage {
+                index: bake.index,
+                ..Coverage::default()
+            };
+        }
+        coverage.note(&signals, &cfg);
         let breach = judge(&signals, &cfg);
         let now = now_ms();
         if breach.is_none() && now < bake.until_ms {
@@ -65,12 +75,62 @@ pub async fn run(cluster: Arc<Cluster>, mut stop: tokio::sync::watch::Receiver<b
             breach,
             required,
             at_ms: now,
+            summary: coverage.summary(),
         };
         if let Err(e) = cluster.propose(verdict).await {
             // The next tick retries with fresh signals; a rejection means the bake ended
             // otherwise (an operator switched versions) and the next tick finds none.
             tracing::warn!(model = %bake.model, error = %e, "bake verdict not committed");
         }
+    }
+}
+
+/// Which nodes each signal could be judged on during one bake, so a clean verdict says
+/// what it rests on (a node short of calls, or a version without a baseline from the one
+/// before it, is not judged).
+#[derive(Default)]
+struct Coverage {
+    index: u64,
+    rates: BTreeSet<NodeId>,
+    golden: BTreeSet<NodeId>,
+    drift: BTreeSet<NodeId>,
+    seen: BTreeSet<NodeId>,
+}
+
+impl Coverage {
+    fn note(&mut self, signals: &[PeerHeartbeat], cfg: &BakeConfig) {
+        for hb in signals {
+            self.seen.insert(hb.node_id);
+            if hb.version_calls >= cfg.min_calls {
+                self.rates.insert(hb.node_id);
+            }
+            if hb.golden != 0 {
+                self.golden.insert(hb.node_id);
+            }
+            if hb.drift_psi >= 0.0 {
+                self.drift.insert(hb.node_id);
+            }
+        }
+    }
+
+    fn summary(&self) -> String {
+        let list = |s: &BTreeSet<NodeId>| {
+            if s.is_empty() {
+                "none".to_string()
+            } else {
+                s.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }
+        };
+        format!(
+            "judged on nodes: error share and p99 {}; golden {}; drift {} (of {} serving it)",
+            list(&self.rates),
+            list(&self.golden),
+            list(&self.drift),
+            self.seen.len()
+        )
     }
 }
 

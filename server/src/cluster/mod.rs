@@ -18,6 +18,7 @@ pub mod heartbeat;
 pub mod local;
 pub mod outlier;
 pub mod peer;
+pub mod probe;
 pub mod promote;
 pub mod status;
 

@@ -108,6 +108,10 @@ pub struct OutlierConfig {
     pub min_latency_gap_ms: f64,
     /// Degraded when its error share is this much above the median share of its peers.
     pub error_margin: f64,
+    /// Probe Rank calls per second each node sends a peer it judges degraded (over the peer
+    /// port): clients stop calling a degraded node, so without probes its window would
+    /// empty and it could be judged neither still slow nor recovered. 0: none.
+    pub probe_per_s: u32,
 }
 
 impl Default for OutlierConfig {
@@ -118,6 +122,7 @@ impl Default for OutlierConfig {
             latency_ratio: 3.0,
             min_latency_gap_ms: 20.0,
             error_margin: 0.05,
+            probe_per_s: 10,
         }
     }
 }
@@ -142,6 +147,9 @@ impl OutlierConfig {
         }
         if !(self.error_margin > 0.0 && self.error_margin < 1.0) {
             return Err(("outlier.error_margin", "must be in (0, 1)".into()));
+        }
+        if self.probe_per_s > 1000 {
+            return Err(("outlier.probe_per_s", "must be at most 1000".into()));
         }
         Ok(())
     }

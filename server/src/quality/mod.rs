@@ -43,7 +43,9 @@ pub async fn export(
         }
         if let Some(m) = current {
             let snapshot = m.scores.snapshot();
-            *crate::model::lock(&m.drift) = snapshot.psi;
+            // Only drift against the scores served before the switch can judge a promotion.
+            *crate::model::lock(&m.drift) =
+                snapshot.psi.filter(|_| snapshot.baseline_from_previous);
             metrics.quality.update(&m.info.version, &snapshot);
         }
         let live = state.live.snapshot(state.live_window());

@@ -65,12 +65,17 @@ pub struct Snapshot {
     /// there is a baseline and a full [`MIN_BASELINE`] of recent scores.
     pub psi: Option<f64>,
     pub baseline_source: Option<String>,
+    /// The baseline is the scores served before the switch (what a bake judges drift by).
+    pub baseline_from_previous: bool,
 }
 
 #[derive(Default)]
 pub struct ScoreStats {
     inner: Mutex<Inner>,
     baseline: OnceLock<Baseline>,
+    /// The baseline is this version's own first scores, not the outgoing version's: drift
+    /// against it says nothing about what the promotion changed.
+    own_baseline: std::sync::atomic::AtomicBool,
 }
 
 impl ScoreStats {
@@ -83,7 +88,7 @@ impl ScoreStats {
     }
 
     /// Records one batch's per-request results.
-    pub fn record(&self, results: &[Result<Ranked, KernelError>]) {
+    pub fn record<'a>(&self, results: impl IntoIterator<Item = &'a Result<Ranked, KernelError>>) {
         let mut g = self.lock();
         for r in results {
             let outcome = match r {
@@ -136,7 +141,10 @@ impl ScoreStats {
                 g.window.iter().take(MIN_BASELINE).copied(),
                 format!("its own first {MIN_BASELINE} scores"),
             ) {
-                let _ = self.baseline.set(b);
+                if self.baseline.set(b).is_ok() {
+                    self.own_baseline
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
             }
         }
         let quantiles = match &g.digest {
@@ -172,6 +180,8 @@ impl ScoreStats {
             constant_ratio: share(Outcome::Constant),
             psi,
             baseline_source: baseline.map(|b| b.source.clone()),
+            baseline_from_previous: baseline.is_some()
+                && !self.own_baseline.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }

@@ -116,6 +116,7 @@ fn sized_job(top_k: usize, candidates: usize, deadline: Option<Instant>) -> (Job
         deadline,
         enqueued: Instant::now(),
         reply: tx,
+        observed: true,
     };
     (job, rx)
 }

@@ -3,6 +3,11 @@
 //! and the NDCG guard, so only live drift can tell), promoted with a bake window. The leader's
 //! bake watch must see the drift and roll back by itself within the window.
 //!
+//! Drift needs a reference: at the switch each node hands the new version the scores the
+//! outgoing one served, if it served at least 1000 (each call's top k count, not its
+//! candidates: 200 calls of the drill's top-5 query per node). The drill therefore waits,
+//! under load, until every node has (its `rankd_scores_observed` gauge) before promoting.
+//!
 //! Measured: promotion commit to rollback commit (both from the replicated history), the
 //! calls the bad version answered, the history entry's breach (signal, node, value,
 //! threshold), and the usual latency and failures. RTO counts from the promotion to every
@@ -287,10 +292,13 @@ pub async fn bad_model(env: &mut DrillEnv) -> ScenarioResult {
             commit_ms,
             ..
         }) => p.notes.push(format!(
-            "promoted {bad} (fence {:?}) with a bake of {bake_ms} ms: the call took {:.0} ms \
+            "promoted {bad} (fence {}) with a bake of {bake_ms} ms: the call took {:.0} ms \
              (commit {commit_ms:.1} ms after readiness); bake_until_ms {bake_until_ms}; status \
              then showed baking_version {:?}",
-            fence.as_ref().map(|f| (f.term, f.index)),
+            fence.as_ref().map_or("none".into(), |f| format!(
+                "term {}, index {}",
+                f.term, f.index
+            )),
             promoted_after.as_secs_f64() * 1000.0,
             status_after
                 .as_ref()

@@ -7,9 +7,10 @@
 //! node degraded (detection); every change of that verdict while the fault is on (the fault
 //! stays 15 s past its detection, longer than the 10 s outlier window, so what happens once
 //! the node's window empties is in the figures); clearing to the node back in rotation in
-//! the status and the client (RTO, which counts from the clearing: the fault lasts as long
-//! as the drill holds it); and the client's p99 and the slow node's share of the calls in
-//! each stretch.
+//! the status and the client; clearing to the node's first answer to the load (RTO: every
+//! node answering again; it counts from the clearing since the fault lasts as long as the
+//! drill holds it); and the client's p99 and the slow node's share of the calls in each
+//! stretch.
 
 use std::time::{Duration, Instant};
 
@@ -31,9 +32,12 @@ const HOLD_AFTER_DETECTION: Duration = Duration::from_secs(15);
 /// node is judged again, and readmitted, once its calls in the window fall below
 /// `outlier.min_calls`.
 const OUTLIER_WINDOW: Duration = Duration::from_secs(10);
-/// RTO limit of this scenario, from the clearing: the outlier window plus the drill's default
-/// RTO limit of 5 s.
+/// RTO limit of this scenario, from the clearing: a node still degraded then is readmitted
+/// once its outlier window has emptied, so the window plus the drill's default RTO limit of
+/// 5 s.
 const RTO_LIMIT: Duration = Duration::from_secs(OUTLIER_WINDOW.as_secs() + 5);
+/// Load kept after the node is back in rotation.
+const AFTER_CLEAR: Duration = Duration::from_secs(10);
 /// Longest wait for the node to be judged degraded, and for it to come back once cleared.
 const WAIT_LIMIT: Duration = Duration::from_secs(60);
 /// The fault clears by itself after this long, should the drill die before clearing it.
@@ -155,6 +159,17 @@ impl Stretch {
     }
 }
 
+/// When (from the load's start) `node` first answered a call scheduled at or after `from`.
+pub fn first_answer(load: &LoadResult, node: &str, from: Duration) -> Option<Duration> {
+    let from = from.as_micros() as u64;
+    load.calls
+        .iter()
+        .filter(|c| c.at_us >= from && c.ok() && c.node == node)
+        .map(|c| c.at_us)
+        .min()
+        .map(Duration::from_micros)
+}
+
 pub fn stretch(load: &LoadResult, node: &str, from: Duration, to: Duration) -> Stretch {
     let w = load.window(from, to);
     let (from, to) = (from.as_micros() as u64, to.as_micros() as u64);
@@ -261,7 +276,10 @@ pub async fn gray_node(env: &mut DrillEnv) -> ScenarioResult {
     p.detection_ms = detected
         .as_ref()
         .map(|f| f.at.duration_since(t0).as_secs_f64() * 1000.0);
-    tokio::time::sleep(env.settle).await;
+    // Long enough for the client's latency estimate of the node to forget its slow answers
+    // (peak EWMA, 2 s time constant: ~7 s for 150 ms against ~4 ms), so its first answer
+    // after the clearing, and its share coming back, are in the record.
+    tokio::time::sleep(AFTER_CLEAR.max(env.settle)).await;
 
     let since = |at: Instant| at.saturating_duration_since(t0).as_secs_f64();
     let cleared_s = since(cleared);
@@ -332,11 +350,11 @@ pub async fn gray_node(env: &mut DrillEnv) -> ScenarioResult {
             lapsed.unwrap_or_default()
         ));
     }
-    let rto_from_clear = back.map(|b| b.duration_since(cleared).as_secs_f64() * 1000.0);
+    let rotation_ms = back.map(|b| b.duration_since(cleared).as_secs_f64() * 1000.0);
     p.notes.push(format!(
         "after the clearing: back in rotation (status and client) after {} (status said \
          degraded at the clearing: {}, client held it out: {})",
-        rto_from_clear.map_or("(never, within 60 s)".into(), |v| format!("{v:.0} ms")),
+        rotation_ms.map_or("(never, within 60 s)".into(), |v| format!("{v:.0} ms")),
         degraded_at_clear.0,
         degraded_at_clear.1
     ));
@@ -349,7 +367,7 @@ pub async fn gray_node(env: &mut DrillEnv) -> ScenarioResult {
     let fault = format!(
         "InjectFault on node {victim} (a follower): every Rank call it serves waits \
          {LATENCY_MS} ms, no errors, health SERVING; cleared {:.0} s after its detection; \
-         RTO counts from the clearing",
+         RTO: clearing to the node's first answer",
         hold.as_secs_f64()
     );
     let (mut r, load) = p.finish_with_load(NAME, fault, "").await;
@@ -369,11 +387,22 @@ pub async fn gray_node(env: &mut DrillEnv) -> ScenarioResult {
         }
         None => stretches.push(("cleared", clear_at, end)),
     }
-    for (what, from, to) in stretches {
+    for (what, from, to) in stretches.into_iter().filter(|(_, from, to)| to > from) {
         let s = stretch(&load, &node_id, from, to);
         r.notes
             .push(s.describe(what, to.saturating_sub(from).as_secs_f64()));
     }
+    // Full service again: the node answers the load's calls. RTO counts from the clearing
+    // to its first answer after it.
+    let first = first_answer(&load, &node_id, clear_at);
+    r.rto_ms = first.map(|f| f.saturating_sub(clear_at).as_secs_f64() * 1000.0);
+    r.notes.push(match first {
+        Some(f) => format!(
+            "first call answered by node {victim} after the clearing: {:.1} s after it",
+            f.saturating_sub(clear_at).as_secs_f64()
+        ),
+        None => format!("node {victim} answered no call after the clearing"),
+    });
     r.rto_limit_ms = Some(RTO_LIMIT.as_secs_f64() * 1000.0);
     r.objectives.push(ObjectiveCheck {
         what: "slow node judged degraded".into(),
@@ -424,5 +453,13 @@ mod tests {
         );
         assert_eq!((none.sent, none.share_pct()), (0, 0.0));
         assert!(none.describe("after", 1.0).contains("no calls"));
+        assert_eq!(
+            first_answer(&load, "node-2", Duration::from_millis(150)),
+            Some(Duration::from_millis(400))
+        );
+        assert_eq!(
+            first_answer(&load, "node-3", Duration::from_millis(300)),
+            None
+        );
     }
 }

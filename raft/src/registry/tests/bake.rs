@@ -30,6 +30,7 @@ fn verdict(version: &str, breach: Option<Breach>) -> Command {
         breach,
         required: vec![1],
         at_ms: 1_700_000_060_000,
+        summary: "judged: error share and p99 on nodes 1".into(),
     }
 }
 
@@ -59,6 +60,11 @@ fn a_promotion_with_a_window_is_baking_until_its_verdict() {
     assert_eq!(last.action, "baked");
     assert_eq!(last.by, BAKE_WATCH);
     assert_eq!(last.to, m("v2"));
+    assert!(
+        last.detail.contains("judged: error share"),
+        "{}",
+        last.detail
+    );
 }
 
 #[test]
@@ -109,6 +115,7 @@ fn a_breach_needs_the_previous_version_ready_on_the_required_nodes() {
         breach: Some(error_breach()),
         required: vec![1, 3],
         at_ms: 1,
+        summary: String::new(),
     };
     let msg = h.rejected(cmd, Rejection::FailedPrecondition);
     assert!(msg.contains("node 3"), "{msg}");
