@@ -128,6 +128,13 @@ async fn healthy_signals_mark_the_promotion_baked() {
     let entry = verdict(&c, "2", promoted_at).await;
     assert_eq!(entry.action, "baked", "{entry:?}");
     assert_eq!(entry.by, "bake-watch");
+    assert!(
+        entry
+            .detail
+            .contains("judged on nodes: error share and p99"),
+        "a clean verdict says what it rests on: {}",
+        entry.detail
+    );
     assert_eq!(c.status(2).await.active.expect("active").model_version, "2");
     assert_eq!(c.status(1).await.baking_version, "");
     for id in [1, 2] {

@@ -8,6 +8,10 @@
 //! or its error share is `error_margin` above theirs. Peers without enough calls are not
 //! compared with, and a node with no judged peer is never degraded: there is nothing
 //! "normal" to compare with, and a cluster-wide slowdown is not a gray failure.
+//!
+//! A verdict of degraded holds until the node is judged again on enough calls: clients stop
+//! calling it, so its window thins out, and too few calls are no evidence that it recovered.
+//! The peers' probe calls (`cluster::probe`) refill the window, and it is judged afresh.
 
 use std::collections::BTreeMap;
 
@@ -23,13 +27,21 @@ pub struct Signals {
     pub p99_ms: f64,
 }
 
-/// The degraded nodes, each with why.
-pub fn judge(nodes: &[(NodeId, Signals)], cfg: &OutlierConfig) -> BTreeMap<NodeId, String> {
+/// The degraded nodes, each with why; `before` is the last verdict.
+pub fn judge(
+    nodes: &[(NodeId, Signals)],
+    before: &BTreeMap<NodeId, String>,
+    cfg: &OutlierConfig,
+) -> BTreeMap<NodeId, String> {
     let judged: Vec<&(NodeId, Signals)> = nodes
         .iter()
         .filter(|(_, s)| s.calls >= cfg.min_calls)
         .collect();
-    let mut out = BTreeMap::new();
+    let mut out: BTreeMap<NodeId, String> = nodes
+        .iter()
+        .filter(|(_, s)| s.calls < cfg.min_calls)
+        .filter_map(|(id, _)| before.get(id).map(|why| (*id, why.clone())))
+        .collect();
     for (id, s) in &judged {
         let peers: Vec<&Signals> = judged
             .iter()
@@ -82,6 +94,21 @@ mod tests {
             error_ratio,
             p99_ms,
         }
+    }
+
+    fn judge(nodes: &[(NodeId, Signals)], cfg: &OutlierConfig) -> BTreeMap<NodeId, String> {
+        super::judge(nodes, &BTreeMap::new(), cfg)
+    }
+
+    #[test]
+    fn a_verdict_holds_until_the_node_is_judged_again_on_enough_calls() {
+        let cfg = OutlierConfig::default();
+        let before = BTreeMap::from([(2, "p99 105.0 ms".to_string())]);
+        let starved = [(1, s(200, 0.0, 4.0)), (2, s(12, 0.0, 150.0))];
+        let d = super::judge(&starved, &before, &cfg);
+        assert_eq!(d.get(&2).map(String::as_str), Some("p99 105.0 ms"));
+        let healed = [(1, s(200, 0.0, 4.0)), (2, s(80, 0.0, 4.5))];
+        assert!(super::judge(&healed, &before, &cfg).is_empty());
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //!
 //! Probes carry [`PROBE_HEADER`], so their scores stay out of the version's score statistics
 //! and drift baseline, and [`FORWARDED_HEADER`], so the peer never passes them on. At most
-//! one probe per peer is in flight: a hung peer ties up one task, never a pile.
+//! [`IN_FLIGHT`] probes per peer are in flight, so a slow peer still gets its rate (a call
+//! may take longer than the interval between probes) and a hung one ties up a few tasks,
+//! never a pile.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +29,8 @@ use crate::service::PROBE_HEADER;
 
 /// A probe gives up after this long; a slower answer is a failed call on the peer anyway.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Probes in flight to one peer at most.
+const IN_FLIGHT: usize = 8;
 
 /// Probes degraded peers until `stop` changes.
 pub async fn run(cluster: Arc<Cluster>, mut stop: tokio::sync::watch::Receiver<bool>) {
@@ -36,19 +40,23 @@ pub async fn run(cluster: Arc<Cluster>, mut stop: tokio::sync::watch::Receiver<b
     }
     let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut in_flight: HashMap<NodeId, JoinHandle<()>> = HashMap::new();
+    let mut in_flight: HashMap<NodeId, Vec<JoinHandle<()>>> = HashMap::new();
     let mut next_case = 0usize;
     loop {
         tokio::select! {
             _ = stop.changed() => break,
             _ = tick.tick() => {}
         }
-        in_flight.retain(|_, h| !h.is_finished());
+        for calls in in_flight.values_mut() {
+            calls.retain(|h| !h.is_finished());
+        }
+        in_flight.retain(|_, calls| !calls.is_empty());
         let peers: Vec<NodeId> = cluster
             .peer_table
             .degraded()
             .into_keys()
-            .filter(|id| *id != cluster.id && !in_flight.contains_key(id))
+            .filter(|id| *id != cluster.id)
+            .filter(|id| in_flight.get(id).is_none_or(|c| c.len() < IN_FLIGHT))
             .collect();
         if peers.is_empty() {
             continue;
@@ -66,9 +74,10 @@ pub async fn run(cluster: Arc<Cluster>, mut stop: tokio::sync::watch::Receiver<b
             let me = MetadataValue::from(cluster.id);
             request.metadata_mut().insert(FORWARDED_HEADER, me.clone());
             request.metadata_mut().insert(PROBE_HEADER, me);
-            in_flight.insert(
-                id,
-                tokio::spawn(async move {
+            in_flight
+                .entry(id)
+                .or_default()
+                .push(tokio::spawn(async move {
                     let mut client = RankerClient::new(channel);
                     let call = client.rank(request);
                     match tokio::time::timeout(PROBE_TIMEOUT, call).await {
@@ -78,11 +87,10 @@ pub async fn run(cluster: Arc<Cluster>, mut stop: tokio::sync::watch::Receiver<b
                         }
                         Err(_) => tracing::debug!(peer = id, "probe timed out"),
                     }
-                }),
-            );
+                }));
         }
     }
-    for (_, h) in in_flight {
+    for h in in_flight.into_values().flatten() {
         h.abort();
     }
 }

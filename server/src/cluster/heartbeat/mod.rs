@@ -105,7 +105,8 @@ fn judge_outliers(cluster: &Cluster, state: &NodeState) {
             p99_ms: me.p99.as_secs_f64() * 1e3,
         },
     ));
+    let before = cluster.peer_table.degraded();
     cluster
         .peer_table
-        .set_degraded(super::outlier::judge(&signals, &cluster.outlier));
+        .set_degraded(super::outlier::judge(&signals, &before, &cluster.outlier));
 }
