@@ -140,6 +140,15 @@ pub struct PeerMetrics {
     pub degraded: Family<PeerLabel, Gauge>,
     /// Times a member was judged degraded.
     pub degradations: Family<PeerLabel, Counter>,
+    /// Probe calls this node sent a degraded peer, by how they ended.
+    pub probes: Family<ProbeLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabels {
+    pub peer: String,
+    /// ok | error | timeout
+    pub result: &'static str,
 }
 
 impl PeerMetrics {
@@ -178,6 +187,11 @@ impl PeerMetrics {
             "peer_degradations",
             "Times this node judged the member degraded",
             self.degradations.clone(),
+        );
+        registry.register(
+            "peer_probes",
+            "Probe Rank calls this node sent a peer it judges degraded, by result (ok, error, timeout)",
+            self.probes.clone(),
         );
     }
 }

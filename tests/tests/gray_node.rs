@@ -132,6 +132,12 @@ async fn a_slow_node_is_degraded_loses_its_traffic_and_recovers() {
         .await
         .expect("still degraded while slow");
     assert!(still.contains("p99"), "{still}");
+    let probes = c
+        .node(1)
+        .metric_value("rankd_peer_probes_total{peer=\"3\",result=\"ok\"}")
+        .await
+        .unwrap_or(0.0);
+    assert!(probes > 0.0, "node 1 probes the degraded node");
 
     tracing::info!("--- the fault clears: node 3 recovers and gets calls again");
     c.admin(3)

@@ -34,6 +34,10 @@ pub async fn run(cluster: Arc<Cluster>, mut stop: tokio::sync::watch::Receiver<b
     let mut tick = tokio::time::interval(Duration::from_millis(cfg.check_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut coverage = Coverage::default();
+    // The last failure to commit a verdict: a retry that fails the same way is not logged
+    // again, so a stuck verdict (the previous version not ready somewhere) is one line, not
+    // four a second.
+    let mut last_failure: Option<String> = None;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -64,11 +68,13 @@ pub async fn run(cluster: Arc<Cluster>, mut stop: tokio::sync::watch::Receiver<b
         } else {
             Vec::new()
         };
-        match &breach {
-            Some(b) => {
-                tracing::warn!(model = %bake.model, breach = %b.describe(), "bake breached: rolling back")
+        if last_failure.is_none() {
+            match &breach {
+                Some(b) => {
+                    tracing::warn!(model = %bake.model, breach = %b.describe(), "bake breached: rolling back")
+                }
+                None => tracing::info!(model = %bake.model, "bake window passed: baked"),
             }
-            None => tracing::info!(model = %bake.model, "bake window passed: baked"),
         }
         let verdict = Command::BakeVerdict {
             model: bake.model.clone(),
@@ -77,10 +83,17 @@ pub async fn run(cluster: Arc<Cluster>, mut stop: tokio::sync::watch::Receiver<b
             at_ms: now,
             summary: coverage.summary(),
         };
-        if let Err(e) = cluster.propose(verdict).await {
+        match cluster.propose(verdict).await {
+            Ok(_) => last_failure = None,
             // The next tick retries with fresh signals; a rejection means the bake ended
             // otherwise (an operator switched versions) and the next tick finds none.
-            tracing::warn!(model = %bake.model, error = %e, "bake verdict not committed");
+            Err(e) => {
+                let e = e.to_string();
+                if last_failure.as_deref() != Some(e.as_str()) {
+                    tracing::warn!(model = %bake.model, error = %e, "bake verdict not committed; retrying");
+                }
+                last_failure = Some(e);
+            }
         }
     }
 }

@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 use tonic::metadata::MetadataValue;
 
 use super::{Cluster, FORWARDED_HEADER};
+use crate::metrics::ProbeLabels;
 use crate::service::PROBE_HEADER;
 
 /// A probe gives up after this long; a slower answer is a failed call on the peer anyway.
@@ -74,20 +75,29 @@ pub async fn run(cluster: Arc<Cluster>, mut stop: tokio::sync::watch::Receiver<b
             let me = MetadataValue::from(cluster.id);
             request.metadata_mut().insert(FORWARDED_HEADER, me.clone());
             request.metadata_mut().insert(PROBE_HEADER, me);
-            in_flight
-                .entry(id)
-                .or_default()
-                .push(tokio::spawn(async move {
-                    let mut client = RankerClient::new(channel);
-                    let call = client.rank(request);
-                    match tokio::time::timeout(PROBE_TIMEOUT, call).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(status)) => {
-                            tracing::debug!(peer = id, error = %status, "probe failed")
-                        }
-                        Err(_) => tracing::debug!(peer = id, "probe timed out"),
+            let metrics = cluster.local.metrics().clone();
+            let probe = async move {
+                let mut client = RankerClient::new(channel);
+                let call = client.rank(request);
+                let result = match tokio::time::timeout(PROBE_TIMEOUT, call).await {
+                    Ok(Ok(_)) => "ok",
+                    Ok(Err(status)) => {
+                        tracing::debug!(peer = id, error = %status, "probe failed");
+                        "error"
                     }
-                }));
+                    Err(_) => {
+                        tracing::debug!(peer = id, "probe timed out");
+                        "timeout"
+                    }
+                };
+                let peer = id.to_string();
+                metrics
+                    .peers
+                    .probes
+                    .get_or_create(&ProbeLabels { peer, result })
+                    .inc();
+            };
+            in_flight.entry(id).or_default().push(tokio::spawn(probe));
         }
     }
     for h in in_flight.into_values().flatten() {
