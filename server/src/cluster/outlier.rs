@@ -27,6 +27,18 @@ pub struct Signals {
     pub p99_ms: f64,
 }
 
+impl Signals {
+    /// The signals a heartbeat carries (this node's own included: see
+    /// `NodeState::peer_heartbeat`).
+    pub fn of(hb: &rankd_proto::peer::v1::PeerHeartbeat) -> Signals {
+        Signals {
+            calls: hb.recent_calls,
+            error_ratio: hb.error_ratio,
+            p99_ms: hb.p99_us as f64 / 1e3,
+        }
+    }
+}
+
 /// The degraded nodes, each with why; `before` is the last verdict.
 pub fn judge(
     nodes: &[(NodeId, Signals)],

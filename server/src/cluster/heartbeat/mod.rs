@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rankd_proto::peer::v1::peer_client::PeerClient;
+use rankd_proto::peer::v1::PeerHeartbeat;
 use rankd_raft::NodeId;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -50,10 +51,10 @@ pub async fn run(
                     .map(|(id, n)| (*id, n.clone()))
                     .collect();
                 table.set_members(members.iter().map(|(id, _)| *id));
-                judge_outliers(&cluster, &state);
-                in_flight.retain(|id, h| !h.is_finished() && members.iter().any(|(m, _)| m == id));
                 let mut hb = state.peer_heartbeat();
+                judge_outliers(&cluster, &hb);
                 hb.degraded = table.degraded().into_keys().collect();
+                in_flight.retain(|id, h| !h.is_finished() && members.iter().any(|(m, _)| m == id));
                 for (id, node) in members {
                     if id == cluster.id || in_flight.contains_key(&id) {
                         continue;
@@ -93,18 +94,10 @@ pub async fn run(
 }
 
 /// Compares every member with its peers (see [`crate::cluster::outlier`]) and records who
-/// is degraded in the peer table.
-fn judge_outliers(cluster: &Cluster, state: &NodeState) {
-    let me = state.live.snapshot(state.live_window());
+/// is degraded in the peer table; `mine` is this node's own heartbeat of this round.
+fn judge_outliers(cluster: &Cluster, mine: &PeerHeartbeat) {
     let mut signals = cluster.peer_table.signals();
-    signals.push((
-        cluster.id,
-        Signals {
-            calls: u32::try_from(me.calls).unwrap_or(u32::MAX),
-            error_ratio: me.error_ratio,
-            p99_ms: me.p99.as_secs_f64() * 1e3,
-        },
-    ));
+    signals.push((cluster.id, Signals::of(mine)));
     let before = cluster.peer_table.degraded();
     cluster
         .peer_table

@@ -202,17 +202,7 @@ impl PeerTable {
         self.read()
             .iter()
             .filter(|(_, e)| e.up)
-            .filter_map(|(id, e)| {
-                let s = e.status.as_ref()?;
-                Some((
-                    *id,
-                    Signals {
-                        calls: s.recent_calls,
-                        error_ratio: s.error_ratio,
-                        p99_ms: s.p99_us as f64 / 1e3,
-                    },
-                ))
-            })
+            .filter_map(|(id, e)| Some((*id, Signals::of(e.status.as_ref()?))))
             .collect()
     }
 
