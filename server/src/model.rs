@@ -7,11 +7,6 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
-
-/// Locks a field no code panics while holding; a poisoned one is still whole.
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 use std::time::Instant;
 
 use rankd_artifact::{ModelRecord, Store, StoreError};
@@ -20,6 +15,11 @@ use rankd_kernels::{Bundle, EngineConfig, KernelError, ModelInfo, Ranker, TorchR
 use crate::quality::live::LiveSignals;
 use crate::quality::replay::Round;
 use crate::quality::ScoreStats;
+
+/// Locks a field no code panics while holding; a poisoned one is still whole.
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Why a version could not be stored or loaded.
 #[derive(Debug, thiserror::Error)]

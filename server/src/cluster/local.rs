@@ -17,6 +17,7 @@ use rankd_raft::{Command, Fence, ModelRef, Outcome};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::Metrics;
+use crate::model::lock;
 use crate::model::{Loaded, ModelSlot};
 
 /// Where this node is with one version.
@@ -247,8 +248,4 @@ impl ApplyHook for LocalModels {
         self.set_target(registry.active.as_ref());
         self.wake.notify_one();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
