@@ -78,6 +78,8 @@ pub struct Metrics {
     pub inference: Histogram,
     pub inference_batches: Counter,
     pub queue_depth: Gauge,
+    /// Threads each pool was started with, so an operator can see the sizing took effect.
+    pub threads: Family<PoolLabel, Gauge>,
     pub rejected: Family<Reason, Counter>,
     pub inference_errors: Counter,
     pub model_info: Family<ModelLabels, Gauge>,
@@ -105,6 +107,12 @@ pub struct GpuMemoryLabel {
     pub gpu: String,
     /// used | total | process
     pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabel {
+    /// `runtime` (gRPC and metrics) or `inference`.
+    pub pool: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -260,6 +268,12 @@ impl Metrics {
             "Requests waiting for an inference worker",
             queue_depth.clone(),
         );
+        let threads = Family::<PoolLabel, Gauge>::default();
+        registry.register(
+            "threads",
+            "Threads in each of this node's pools (runtime: gRPC and metrics; inference)",
+            threads.clone(),
+        );
         let rejected = Family::<Reason, Counter>::default();
         // Present from the start, so rate() and alerts work before the first refusal.
         for reason in REJECT_REASONS {
@@ -381,6 +395,7 @@ impl Metrics {
             inference,
             inference_batches,
             queue_depth,
+            threads,
             rejected,
             inference_errors,
             model_info,

@@ -256,6 +256,13 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     );
 
     let b = &cfg.batching;
+    let pool = |pool| {
+        metrics
+            .threads
+            .get_or_create(&crate::metrics::PoolLabel { pool })
+    };
+    pool("runtime").set(tokio::runtime::Handle::current().metrics().num_workers() as i64);
+    pool("inference").set(b.workers as i64);
     // The row budget follows the device the configured engine lands on.
     let device = slot
         .current()
@@ -271,6 +278,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
                 .then(|| Duration::from_millis(b.max_queue_wait_ms)),
             queue_capacity: b.queue_capacity,
             workers: b.workers,
+            idle_spin: Duration::from_micros(b.idle_spin_us),
         },
         metrics.clone(),
     ));

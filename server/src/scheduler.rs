@@ -58,10 +58,13 @@ pub struct SchedulerConfig {
     /// A job that waited longer than this is refused (RESOURCE_EXHAUSTED) instead of run.
     pub max_queue_wait: Option<Duration>,
     pub workers: usize,
+    /// How long an idle worker polls the queue before it blocks (`batching.idle_spin_us`).
+    pub idle_spin: Duration,
 }
 
 pub struct Scheduler {
     tx: Option<Sender<Job>>,
+    idle_spin: Duration,
     arrivals: Arc<AtomicUsize>,
     capacity: usize,
     workers: Vec<JoinHandle<()>>,
@@ -92,6 +95,7 @@ impl Scheduler {
                     max_items: cfg.max_batch_items.max(1),
                     max_delay: cfg.max_queue_delay,
                     max_wait: cfg.max_queue_wait,
+                    idle_spin: cfg.idle_spin,
                     carry: None,
                 };
                 std::thread::Builder::new()
@@ -102,6 +106,7 @@ impl Scheduler {
             .collect();
         Scheduler {
             tx: Some(tx),
+            idle_spin: cfg.idle_spin,
             arrivals,
             capacity: cfg.queue_capacity,
             workers,
@@ -142,6 +147,29 @@ impl Scheduler {
         res
     }
 
+    /// Waits for a submitted job's answer. With `idle_spin` set and `alone()` true (this is
+    /// the node's only call in flight), the waiting task polls for the answer instead of
+    /// parking: the async runtime's thread stays awake, so the answer does not wait for it
+    /// to be woken. Each poll yields to the runtime, so other connections are still served;
+    /// once a second call is in flight, or `idle_spin` has passed, the task parks as usual.
+    pub async fn reply(
+        &self,
+        mut rx: oneshot::Receiver<Result<Scored, ServeError>>,
+        alone: impl Fn() -> bool,
+    ) -> Result<Result<Scored, ServeError>, oneshot::error::RecvError> {
+        if !self.idle_spin.is_zero() {
+            let until = Instant::now() + self.idle_spin;
+            while alone() && Instant::now() < until {
+                match rx.try_recv() {
+                    Ok(answer) => return Ok(answer),
+                    Err(oneshot::error::TryRecvError::Closed) => break,
+                    Err(oneshot::error::TryRecvError::Empty) => tokio::task::yield_now().await,
+                }
+            }
+        }
+        rx.await
+    }
+
     /// Every inference worker thread is still running. A worker only ends when the queue
     /// closes at shutdown, or by a panic inside the engine; either way this node must stop
     /// reporting SERVING, since queued calls would wait for nobody.
@@ -167,8 +195,16 @@ struct Worker {
     max_items: usize,
     max_delay: Duration,
     max_wait: Option<Duration>,
+    idle_spin: Duration,
     /// A job taken from the queue that did not fit the last batch; it heads the next one.
     carry: Option<Job>,
+}
+
+enum Polled {
+    Job(Job),
+    Closed,
+    /// Nothing arrived while polling.
+    Idle,
 }
 
 impl Worker {
@@ -181,9 +217,32 @@ impl Worker {
 
     /// The next job; `None` once the queue is closed and empty.
     fn next_job(&self) -> Option<Job> {
-        let job = self.rx.recv().ok()?;
+        let job = match self.poll_for_job() {
+            Polled::Job(job) => job,
+            Polled::Closed => return None,
+            Polled::Idle => self.rx.recv().ok()?,
+        };
         self.metrics.queue_depth.dec();
         Some(job)
+    }
+
+    /// Polls the queue for up to `idle_spin` before the caller blocks on it. Blocking puts
+    /// the thread (and on a VM, often its virtual CPU) to sleep, and the next job then pays
+    /// for the wakeup. Between polls the thread yields, so anything else runnable on this
+    /// core (the gRPC runtime, above all) is not held up by the polling.
+    fn poll_for_job(&self) -> Polled {
+        if self.idle_spin.is_zero() {
+            return Polled::Idle;
+        }
+        let until = Instant::now() + self.idle_spin;
+        loop {
+            match self.rx.try_recv() {
+                Ok(job) => return Polled::Job(job),
+                Err(TryRecvError::Disconnected) => return Polled::Closed,
+                Err(TryRecvError::Empty) if Instant::now() >= until => return Polled::Idle,
+                Err(TryRecvError::Empty) => std::thread::yield_now(),
+            }
+        }
     }
 
     fn fill(&mut self, first: Job) -> Vec<Job> {

@@ -238,7 +238,9 @@ impl RankService {
             reply: tx,
             observed,
         })?;
-        rx.await
+        self.scheduler
+            .reply(rx, || self.state.in_flight() == 1)
+            .await
             .map_err(|_| (ServeError::EngineStopped, None))?
             .map_err(|e| (e, None))
     }

@@ -258,3 +258,38 @@ async fn json_log_format_writes_one_json_object_per_line() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thread_settings_take_effect_and_polling_workers_serve() {
+    init();
+    // 5 runtime threads: not tokio's one-per-core default on the machines this runs on.
+    let node = Node::builder()
+        .set("server.runtime_threads", "5")
+        .set("batching.workers", "2")
+        .set("batching.idle_spin_us", "2000")
+        .start()
+        .await;
+
+    tracing::info!("--- the pools have the configured sizes");
+    let m = node.metrics().await;
+    assert_eq!(m.value(r#"rankd_threads{pool="runtime"}"#), Some(5.0));
+    assert_eq!(m.value(r#"rankd_threads{pool="inference"}"#), Some(2.0));
+
+    tracing::info!("--- workers that poll the queue answer calls, one after another and together");
+    let example = rankd_tests::example_query();
+    let mut client = node.rank_client().await;
+    let req = || rankd_tests::rank_request(&example.query, &example.candidates, 5);
+    let first = client.rank(req()).await.expect("rank").into_inner();
+    for _ in 0..20 {
+        let again = client.rank(req()).await.expect("rank").into_inner();
+        assert_eq!(again.items, first.items);
+    }
+    let calls = (0..16).map(|_| {
+        let mut c = client.clone();
+        let r = req();
+        async move { c.rank(r).await }
+    });
+    for res in futures::future::join_all(calls).await {
+        assert_eq!(res.expect("rank").into_inner().items, first.items);
+    }
+}

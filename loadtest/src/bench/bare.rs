@@ -1,6 +1,6 @@
 //! The baseline: `rankd-kernels` called directly in this process, no network, no queue.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use rankd_kernels::{Bundle, RankInput, Ranker, TorchRanker};
@@ -21,25 +21,18 @@ pub fn measure(bundle: &Bundle, args: &BenchArgs) -> Result<BareResults> {
     let mut latency = Vec::new();
     let mut throughput = Vec::new();
     for &n in &args.candidates {
-        let lists = work.lists(n);
-        let mut hist = Latency::histogram();
-        let end = Instant::now() + args.latency_window();
-        let mut i = 0;
-        while Instant::now() < end {
-            let input = RankInput {
-                query: &work.query,
-                candidates: &lists[i % lists.len()],
-                top_k: 10,
-            };
-            let start = Instant::now();
-            ranker.rank_batch(&[input]).context("bare forward")?;
-            hist.record(start.elapsed().as_micros() as u64).ok();
-            i += 1;
-        }
-        let l = Latency::from_histogram("bare", 1, n, &hist);
+        let l = single_requests(&ranker, &work, n, args, None)?;
         eprintln!(
             "    1 x {n}: p50 {:.0} us, p99 {:.0} us",
             l.p50_us, l.p99_us
+        );
+        latency.push(l);
+        let l = single_requests(&ranker, &work, n, args, Some(IDLE_GAP))?;
+        eprintln!(
+            "    1 x {n} after {} us idle: p50 {:.0} us, p99 {:.0} us",
+            IDLE_GAP.as_micros(),
+            l.p50_us,
+            l.p99_us
         );
         latency.push(l);
 
@@ -53,6 +46,43 @@ pub fn measure(bundle: &Bundle, args: &BenchArgs) -> Result<BareResults> {
         latency,
         throughput,
     })
+}
+
+/// The pause before each call of the `bare-gap` row. A server's forward pass follows an
+/// idle gap like this one (the round trip of the previous answer and the arrival of the
+/// next call); the thread sleeps through it and its caches go cold. The row shows what that
+/// alone costs the bare engine, apart from anything the server adds.
+pub const IDLE_GAP: Duration = Duration::from_micros(250);
+
+/// Single requests, one after another (`gap`: sleeping that long before each). Only the
+/// forward pass is timed.
+fn single_requests(
+    ranker: &TorchRanker,
+    work: &Workload,
+    n: usize,
+    args: &BenchArgs,
+    gap: Option<Duration>,
+) -> Result<Latency> {
+    let lists = work.lists(n);
+    let mut hist = Latency::histogram();
+    let end = Instant::now() + args.latency_window();
+    let mut i = 0;
+    while Instant::now() < end {
+        let input = RankInput {
+            query: &work.query,
+            candidates: &lists[i % lists.len()],
+            top_k: 10,
+        };
+        if let Some(gap) = gap {
+            std::thread::sleep(gap);
+        }
+        let start = Instant::now();
+        ranker.rank_batch(&[input]).context("bare forward")?;
+        hist.record(start.elapsed().as_micros() as u64).ok();
+        i += 1;
+    }
+    let side = if gap.is_some() { "bare-gap" } else { "bare" };
+    Ok(Latency::from_histogram(side, 1, n, &hist))
 }
 
 fn batch_sizes(max: usize) -> Vec<usize> {

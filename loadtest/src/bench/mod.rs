@@ -31,6 +31,10 @@ pub struct BenchArgs {
     /// The server's async runtime threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub runtime_threads: usize,
+    /// Server `batching.idle_spin_us`: how long an idle inference thread polls the queue
+    /// before it sleeps.
+    #[arg(long, default_value_t = 0)]
+    pub idle_spin_us: u64,
     /// Server batch limit; the bare throughput baseline uses the same batch size.
     #[arg(long, default_value_t = 32)]
     pub max_batch_size: usize,

@@ -91,6 +91,9 @@ pub struct Report {
     pub precision: String,
     pub max_batch_size: usize,
     pub concurrency: usize,
+    pub torch_threads: usize,
+    pub runtime_threads: usize,
+    pub idle_spin_us: u64,
     pub machine: String,
     pub latency: Vec<Latency>,
     pub throughput: Vec<Throughput>,
@@ -151,6 +154,9 @@ impl Report {
             precision: args.precision.to_string(),
             max_batch_size: args.max_batch_size,
             concurrency: args.concurrency,
+            torch_threads: args.torch_threads,
+            runtime_threads: args.runtime_threads,
+            idle_spin_us: args.idle_spin_us,
             machine: args.machine.clone(),
             latency: bare.latency.into_iter().chain(served.latency).collect(),
             throughput: bare
@@ -164,8 +170,13 @@ impl Report {
 
     pub fn print(&self) {
         println!(
-            "\nrankload bench: {} on {} {}",
-            self.model, self.device, self.precision
+            "\nrankload bench: {} on {} {} (torch threads {}, runtime threads {}, idle spin {} us; 0: default)",
+            self.model,
+            self.device,
+            self.precision,
+            self.torch_threads,
+            self.runtime_threads,
+            self.idle_spin_us
         );
         println!("\nlatency (one request at a time)");
         println!(
@@ -211,6 +222,14 @@ impl Report {
             println!(
                 "  transport floor (gRPC round trip refused before the queue, client in this process): p50 {:.0} us",
                 floor.p50_us
+            );
+        }
+        for gap in self.latency.iter().filter(|l| l.side == "bare-gap") {
+            println!(
+                "  bare forward after {} us idle ({} candidates): p50 {:.0} us",
+                super::bare::IDLE_GAP.as_micros(),
+                gap.candidates,
+                gap.p50_us
             );
         }
     }

@@ -63,11 +63,12 @@ fn start(args: &BenchArgs) -> Result<Rankd> {
              max_concurrent_requests = {conc}\nrequest_timeout_ms = 10000\nruntime_threads = {rt}\n\
              [model]\nbundle = {bundle:?}\ndevice = \"{dev}\"\nprecision = \"{prec}\"\ntorch_threads = {threads}\n\
              [batching]\nmax_batch_size = {batch}\nqueue_capacity = {queue}\n\
-             max_batch_items = {items}\n[log]\nlevel = \"warn\"\n\
+             max_batch_items = {items}\nidle_spin_us = {spin}\n[log]\nlevel = \"warn\"\n\
              [tls]\nmode = \"insecure-dev\"\n[auth]\nmode = \"insecure-dev\"\n",
             conc = args.concurrency * 4,
             rt = args.runtime_threads,
             items = args.max_batch_items,
+            spin = args.idle_spin_us,
             dev = args.device,
             prec = args.precision,
             threads = args.torch_threads,

@@ -133,10 +133,13 @@ fn main() -> ExitCode {
     }
     let (Some(Command::Serve) | None) = cli.command;
     rankd_server::telemetry::init(&cfg.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.thread_name("rankd-rt");
+    // 0 keeps tokio's default of one worker per core.
+    if cfg.server.runtime_threads > 0 {
+        builder.worker_threads(cfg.server.runtime_threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("rankd: cannot start the async runtime: {e}");

@@ -96,6 +96,12 @@ fn rejects_unsafe_values() {
     assert_eq!(invalid_field(&c), "batching.max_queue_delay_us");
 
     let mut c = dev();
+    c.batching.idle_spin_us = 10_001;
+    assert_eq!(invalid_field(&c), "batching.idle_spin_us");
+    c.batching.idle_spin_us = 10_000;
+    c.validate().unwrap();
+
+    let mut c = dev();
     c.raft.heartbeat_interval_ms = 250;
     assert_eq!(invalid_field(&c), "raft");
 

@@ -63,6 +63,15 @@ fn fixture(capacity: usize, delay: Duration) -> Fixture {
 }
 
 fn fixture_waiting(capacity: usize, delay: Duration, max_wait: Option<Duration>) -> Fixture {
+    fixture_with(capacity, delay, max_wait, Duration::ZERO)
+}
+
+fn fixture_with(
+    capacity: usize,
+    delay: Duration,
+    max_wait: Option<Duration>,
+    idle_spin: Duration,
+) -> Fixture {
     let (release, gate) = std::sync::mpsc::channel();
     let (entered_tx, entered) = std::sync::mpsc::channel();
     let ranker = Arc::new(Scripted {
@@ -90,6 +99,7 @@ fn fixture_waiting(capacity: usize, delay: Duration, max_wait: Option<Duration>)
             queue_capacity: capacity,
             max_queue_wait: max_wait,
             workers: 1,
+            idle_spin,
         },
         Arc::new(Metrics::new()),
     );
@@ -324,10 +334,79 @@ fn without_an_active_model_requests_are_refused_not_dropped() {
             queue_capacity: 4,
             max_queue_wait: None,
             workers: 1,
+            idle_spin: Duration::ZERO,
         },
         Arc::new(Metrics::new()),
     );
     let (j, rx) = job(1, None);
     sched.submit(j).unwrap();
     assert!(matches!(wait(rx), Err(ServeError::NoModel)));
+}
+
+#[test]
+fn a_polling_worker_takes_each_job_as_it_comes() {
+    // An hour of polling: the worker never falls back to blocking during this test.
+    let f = fixture_with(16, Duration::ZERO, None, Duration::from_secs(3600));
+    for k in 1..=3 {
+        let (j, rx) = job(k, None);
+        f.sched.submit(j).unwrap();
+        assert_eq!(wait(rx).unwrap().scores, vec![k as f32]);
+    }
+    assert_eq!(f.batches(), vec![vec![1], vec![2], vec![3]]);
+}
+
+#[test]
+fn a_polling_worker_stops_when_the_queue_closes() {
+    let f = fixture_with(16, Duration::ZERO, None, Duration::from_secs(3600));
+    let (j, rx) = job(1, None);
+    f.sched.submit(j).unwrap();
+    wait(rx).unwrap();
+    // The worker is polling now; shutdown joins it, so it must notice the closed queue
+    // rather than poll out its hour.
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let sched = f.sched;
+    std::thread::spawn(move || {
+        sched.shutdown();
+        let _ = done_tx.send(());
+    });
+    done.recv_timeout(Duration::from_secs(30))
+        .expect("shutdown joined the polling worker");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_call_polls_for_its_answer_until_another_arrives() {
+    let f = fixture_with(16, Duration::ZERO, None, Duration::from_secs(3600));
+    let sched = &f.sched;
+
+    // Alone: the answer is polled for, so `alone` is asked on every poll.
+    let asked = AtomicUsize::new(0);
+    let (j, rx) = job(1, None);
+    sched.submit(j).unwrap();
+    let answer = sched
+        .reply(rx, || {
+            asked.fetch_add(1, Ordering::Relaxed);
+            true
+        })
+        .await
+        .unwrap();
+    assert_eq!(answer.unwrap().ranked.scores, vec![1.0]);
+    assert!(asked.load(Ordering::Relaxed) >= 1);
+
+    // Not alone: asked once, then the task parks until the worker answers.
+    let asked = AtomicUsize::new(0);
+    let (j, rx) = job(GATE, None);
+    sched.submit(j).unwrap();
+    let waiter = sched.reply(rx, || {
+        asked.fetch_add(1, Ordering::Relaxed);
+        false
+    });
+    // Blocks this task's thread until the worker holds the job; the waiter has been polled
+    // (and has parked) by then, since `join!` polls it first.
+    let releaser = async {
+        f.entered.recv().unwrap();
+        f.release.send(()).unwrap();
+    };
+    let (answer, ()) = tokio::join!(waiter, releaser);
+    assert_eq!(answer.unwrap().unwrap().ranked.scores, vec![GATE as f32]);
+    assert_eq!(asked.load(Ordering::Relaxed), 1);
 }
