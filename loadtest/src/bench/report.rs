@@ -76,6 +76,11 @@ pub struct Ratio {
     pub bare_p50_us: f64,
     pub p50_overhead_us: f64,
     pub overhead_ok: bool,
+    /// The p50 overhead less the round trip of a refused request of the same size: what the
+    /// queue, the server's (colder) forward pass and the answer add beyond gRPC transport
+    /// and validation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overhead_beyond_transport_us: Option<f64>,
     pub server_items_per_s: f64,
     pub bare_items_per_s: f64,
     /// The bare batch size that gave `bare_items_per_s`.
@@ -126,6 +131,10 @@ impl Report {
                     .max_by(|a, b| a.items_per_s.total_cmp(&b.items_per_s))?;
                 let srv_tp = served.throughput.iter().find(|t| t.candidates == n)?;
                 let overhead = s.p50_us - b.p50_us;
+                let floor = served
+                    .latency
+                    .iter()
+                    .find(|l| l.side == "floor" && l.candidates == n);
                 let ratio = srv_tp.items_per_s / bare_tp.items_per_s;
                 Some(Ratio {
                     candidates: n,
@@ -133,6 +142,7 @@ impl Report {
                     bare_p50_us: b.p50_us,
                     p50_overhead_us: overhead,
                     overhead_ok: overhead <= OVERHEAD_TARGET_US,
+                    overhead_beyond_transport_us: floor.map(|f| overhead - f.p50_us),
                     server_items_per_s: srv_tp.items_per_s,
                     bare_items_per_s: bare_tp.items_per_s,
                     bare_batch: bare_tp.batch,
@@ -217,6 +227,12 @@ impl Report {
                 r.bare_batch,
                 verdict(r.throughput_ok),
             );
+            if let Some(beyond) = r.overhead_beyond_transport_us {
+                println!(
+                    "    of which beyond the round trip of a refused {}-id request (queue, colder forward pass, answer): {beyond:+.0} us",
+                    r.candidates
+                );
+            }
         }
         if let Some(floor) = self.latency.iter().find(|l| l.side == "floor") {
             println!(

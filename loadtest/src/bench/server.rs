@@ -117,13 +117,21 @@ pub fn measure(bundle: &Bundle, args: &BenchArgs) -> Result<ServerResults> {
         .build()?;
     let mut latency = Vec::new();
     let mut throughput = Vec::new();
-    let floor = single.block_on(transport_floor(&rankd, &work, args))?;
+    let floor = single.block_on(transport_floor(&rankd, &work, 0, args))?;
     eprintln!(
         "    transport floor (refused before the queue): p50 {:.0} us, p99 {:.0} us",
         floor.p50_us, floor.p99_us
     );
     latency.push(floor);
     for &n in &args.candidates {
+        if n >= 2 {
+            let f = single.block_on(transport_floor(&rankd, &work, n, args))?;
+            eprintln!(
+                "    transport floor with {n} ids (refused after validation): p50 {:.0} us, p99 {:.0} us",
+                f.p50_us, f.p99_us
+            );
+            latency.push(f);
+        }
         let l = single.block_on(sequential(&rankd, &work, n, args))?;
         eprintln!(
             "    1 x {n}: p50 {:.0} us, p99 {:.0} us (server-side means: queue {:.0} us, inference {:.0} us)",
@@ -189,14 +197,28 @@ async fn sequential(rankd: &Rankd, work: &Workload, n: usize, args: &BenchArgs) 
     Ok(l)
 }
 
-/// Round trips for a request the server refuses during validation (empty candidate list):
-/// the cost of gRPC over loopback plus the service layers, without queue or model.
-async fn transport_floor(rankd: &Rankd, work: &Workload, args: &BenchArgs) -> Result<Latency> {
+/// Round trips for a request the server refuses during validation: the cost of gRPC over
+/// loopback plus the service layers, without queue or model. With `n == 0` the candidate
+/// list is empty (refused at once); otherwise it holds `n` ids whose last repeats the first,
+/// so the server decodes and checks all of them before refusing: the transport and
+/// validation a real call of that size pays.
+async fn transport_floor(
+    rankd: &Rankd,
+    work: &Workload,
+    n: usize,
+    args: &BenchArgs,
+) -> Result<Latency> {
     let mut client = connect(rankd).await?;
+    let mut ids = work.lists(n).first().cloned().unwrap_or_default();
+    if let Some(&first) = ids.first() {
+        if let Some(last) = ids.last_mut() {
+            *last = first;
+        }
+    }
     let req = || RankRequest {
         request_id: String::new(),
         query: work.query.clone(),
-        candidate_ids: Vec::new(),
+        candidate_ids: ids.clone(),
         top_k: 10,
     };
     for _ in 0..50 {
@@ -209,10 +231,10 @@ async fn transport_floor(rankd: &Rankd, work: &Workload, args: &BenchArgs) -> Re
         let res = client.rank(req()).await;
         hist.record(start.elapsed().as_micros() as u64).ok();
         if !matches!(&res, Err(s) if s.code() == tonic::Code::InvalidArgument) {
-            bail!("expected INVALID_ARGUMENT for an empty candidate list, got {res:?}");
+            bail!("expected INVALID_ARGUMENT for a refused candidate list, got {res:?}");
         }
     }
-    Ok(Latency::from_histogram("floor", 1, 0, &hist))
+    Ok(Latency::from_histogram("floor", 1, n, &hist))
 }
 
 /// `concurrency` callers, each sending its next request as soon as the last returns.
