@@ -67,7 +67,7 @@ pub use cluster::{
 pub use load::{LoadReport, Outcome, SteadyLoad};
 pub use metrics::{http_get, HttpResponse, MetricsSnapshot};
 pub use node::Node;
-pub use paths::{bundle_dir, rankctl_bin, rankd_bin, test_device, workspace_root};
+pub use paths::{bundle_dir, rankctl_bin, rankd_bin, rankload_bin, test_device, workspace_root};
 pub use pki::{IssuedCert, TestPki};
 pub use proxy::PeerProxy;
 pub use raw::{raw_rank_client, RawH2};

@@ -73,3 +73,14 @@ pub fn rankctl_bin() -> PathBuf {
     );
     bin
 }
+
+/// `rankload`, next to the `rankd` binary the tests use.
+pub fn rankload_bin() -> PathBuf {
+    let bin = rankd_bin().with_file_name("rankload");
+    assert!(
+        bin.is_file(),
+        "{} is not built: run `cargo build --bins`",
+        bin.display()
+    );
+    bin
+}
