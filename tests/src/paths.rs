@@ -65,18 +65,16 @@ pub fn test_device() -> String {
 
 /// `rankctl`, next to the `rankd` binary the tests use.
 pub fn rankctl_bin() -> PathBuf {
-    let bin = rankd_bin().with_file_name("rankctl");
-    assert!(
-        bin.is_file(),
-        "{} is not built: run `cargo build --bins`",
-        bin.display()
-    );
-    bin
+    sibling_bin("rankctl")
 }
 
 /// `rankload`, next to the `rankd` binary the tests use.
 pub fn rankload_bin() -> PathBuf {
-    let bin = rankd_bin().with_file_name("rankload");
+    sibling_bin("rankload")
+}
+
+fn sibling_bin(name: &str) -> PathBuf {
+    let bin = rankd_bin().with_file_name(name);
     assert!(
         bin.is_file(),
         "{} is not built: run `cargo build --bins`",
