@@ -72,54 +72,49 @@ fn defaults_demand_tls_and_credentials() {
     assert_eq!(invalid_field(&c), "auth.tokens");
 }
 
+/// Spoils one setting of a valid config.
+type Spoil = fn(&mut Config);
+
+/// Each spoiled config is refused, naming `field`.
+fn assert_refused(cases: &[(&str, Spoil)]) {
+    for (field, spoil) in cases {
+        let mut c = dev();
+        spoil(&mut c);
+        assert_eq!(invalid_field(&c), *field);
+    }
+}
+
 #[test]
 fn rejects_unsafe_values() {
+    assert_refused(&[
+        ("batching.max_batch_size", |c| c.batching.max_batch_size = 0),
+        ("batching.queue_capacity", |c| c.batching.queue_capacity = 4),
+        ("model.precision", |c| {
+            c.model.device = DeviceSpec::Cpu;
+            c.model.precision = Precision::Fp16;
+        }),
+        ("server.metrics_listen", |c| {
+            c.server.metrics_listen = c.server.listen
+        }),
+        ("batching.max_queue_delay_us", |c| {
+            c.batching.max_queue_delay_us = 1_000_000
+        }),
+        ("batching.idle_spin_us", |c| {
+            c.batching.idle_spin_us = 10_001
+        }),
+        ("raft", |c| c.raft.heartbeat_interval_ms = 250),
+        ("cluster.lag_timeout_ms", |c| c.cluster.lag_timeout_ms = 100),
+        ("cluster.heartbeat_interval_ms", |c| {
+            c.cluster.heartbeat_interval_ms = 0
+        }),
+        ("cluster.heartbeat_missed", |c| {
+            c.cluster.heartbeat_missed = 1
+        }),
+        ("cluster.id", |c| c.cluster.id = 0),
+    ]);
     let mut c = dev();
-    c.batching.max_batch_size = 0;
-    assert_eq!(invalid_field(&c), "batching.max_batch_size");
-
-    let mut c = dev();
-    c.batching.queue_capacity = 4;
-    assert_eq!(invalid_field(&c), "batching.queue_capacity");
-
-    let mut c = dev();
-    c.model.device = DeviceSpec::Cpu;
-    c.model.precision = Precision::Fp16;
-    assert_eq!(invalid_field(&c), "model.precision");
-
-    let mut c = dev();
-    c.server.metrics_listen = c.server.listen;
-    assert_eq!(invalid_field(&c), "server.metrics_listen");
-
-    let mut c = dev();
-    c.batching.max_queue_delay_us = 1_000_000;
-    assert_eq!(invalid_field(&c), "batching.max_queue_delay_us");
-
-    let mut c = dev();
-    c.batching.idle_spin_us = 10_001;
-    assert_eq!(invalid_field(&c), "batching.idle_spin_us");
     c.batching.idle_spin_us = 10_000;
     c.validate().unwrap();
-
-    let mut c = dev();
-    c.raft.heartbeat_interval_ms = 250;
-    assert_eq!(invalid_field(&c), "raft");
-
-    let mut c = dev();
-    c.cluster.lag_timeout_ms = 100;
-    assert_eq!(invalid_field(&c), "cluster.lag_timeout_ms");
-
-    let mut c = dev();
-    c.cluster.heartbeat_interval_ms = 0;
-    assert_eq!(invalid_field(&c), "cluster.heartbeat_interval_ms");
-
-    let mut c = dev();
-    c.cluster.heartbeat_missed = 1;
-    assert_eq!(invalid_field(&c), "cluster.heartbeat_missed");
-
-    let mut c = dev();
-    c.cluster.id = 0;
-    assert_eq!(invalid_field(&c), "cluster.id");
 }
 
 #[test]
@@ -158,8 +153,7 @@ fn unknown_keys_and_missing_files_are_errors() {
 
 #[test]
 fn unsafe_bake_and_outlier_settings_are_named() {
-    type Spoil = fn(&mut Config);
-    let cases: [(&str, Spoil); 7] = [
+    assert_refused(&[
         ("bake.max_error_ratio", |c| c.bake.max_error_ratio = 1.5),
         ("bake.max_p99_ms", |c| c.bake.max_p99_ms = f64::NAN),
         ("bake.max_drift_psi", |c| c.bake.max_drift_psi = 0.0),
@@ -167,12 +161,7 @@ fn unsafe_bake_and_outlier_settings_are_named() {
         ("outlier.window_ms", |c| c.outlier.window_ms = 100),
         ("outlier.latency_ratio", |c| c.outlier.latency_ratio = 1.0),
         ("outlier.probe_per_s", |c| c.outlier.probe_per_s = 5000),
-    ];
-    for (field, spoil) in cases {
-        let mut c = dev();
-        spoil(&mut c);
-        assert_eq!(invalid_field(&c), field);
-    }
+    ]);
     let mut off = dev();
     off.bake.window_ms = 0;
     off.outlier.probe_per_s = 0;
