@@ -17,12 +17,14 @@ pub mod error;
 pub mod golden;
 pub mod input;
 pub mod quality;
+pub mod threads;
 
 pub use bundle::{Bundle, GoldenCase, GoldenSet, Lineage, Manifest, StoredPrecision};
 pub use device::{DeviceSpec, Precision};
 pub use engine::{EngineConfig, TorchRanker};
 pub use error::{InputError, KernelError};
 pub use input::{validate, RankInput, Ranked};
+pub use threads::{available_cores, intra_op_threads, ThreadPlan, ThreadRequest};
 
 /// What a loaded model is, for responses, metrics and health.
 #[derive(Debug, Clone, PartialEq)]

@@ -111,7 +111,8 @@ pub struct GpuMemoryLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PoolLabel {
-    /// `runtime` (gRPC and metrics) or `inference`.
+    /// `runtime` (gRPC and metrics), `inference` (worker threads) or `torch` (libtorch
+    /// intra-op threads each worker's forward pass uses).
     pub pool: &'static str,
 }
 
@@ -271,7 +272,7 @@ impl Metrics {
         let threads = Family::<PoolLabel, Gauge>::default();
         registry.register(
             "threads",
-            "Threads in each of this node's pools (runtime: gRPC and metrics; inference)",
+            "Threads in each of this node's pools (runtime: gRPC and metrics; inference: workers; torch: libtorch intra-op threads per worker)",
             threads.clone(),
         );
         let rejected = Family::<Reason, Counter>::default();

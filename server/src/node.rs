@@ -263,6 +263,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     };
     pool("runtime").set(tokio::runtime::Handle::current().metrics().num_workers() as i64);
     pool("inference").set(b.workers as i64);
+    // 0 only when left to libtorch's default, which libtorch itself reports.
+    let torch = match cfg.model.torch_threads {
+        0 => rankd_kernels::intra_op_threads(),
+        n => n,
+    };
+    pool("torch").set(torch as i64);
     // The row budget follows the device the configured engine lands on.
     let device = slot
         .current()

@@ -9,6 +9,8 @@ use super::report::{Latency, Throughput};
 use super::{BenchArgs, Workload};
 
 pub struct BareResults {
+    /// libtorch intra-op threads the bare engine ran with.
+    pub torch_threads: usize,
     pub latency: Vec<Latency>,
     pub throughput: Vec<Throughput>,
 }
@@ -16,7 +18,11 @@ pub struct BareResults {
 pub fn measure(bundle: &Bundle, args: &BenchArgs) -> Result<BareResults> {
     let (ranker, load_s) =
         TorchRanker::load(bundle, &args.engine()).context("loading the model in process")?;
-    eprintln!("    loaded on {} in {load_s:.2} s", ranker.info().device);
+    let torch_threads = rankd_kernels::intra_op_threads();
+    eprintln!(
+        "    loaded on {} in {load_s:.2} s, {torch_threads} libtorch thread(s)",
+        ranker.info().device
+    );
     let work = Workload::new(bundle, &args.candidates)?;
     let mut latency = Vec::new();
     let mut throughput = Vec::new();
@@ -43,6 +49,7 @@ pub fn measure(bundle: &Bundle, args: &BenchArgs) -> Result<BareResults> {
         }
     }
     Ok(BareResults {
+        torch_threads,
         latency,
         throughput,
     })

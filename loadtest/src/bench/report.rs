@@ -96,8 +96,12 @@ pub struct Report {
     pub precision: String,
     pub max_batch_size: usize,
     pub concurrency: usize,
+    /// What both halves ran with, after "auto" was resolved.
     pub torch_threads: usize,
     pub runtime_threads: usize,
+    /// The thread counts were left at 0 (auto) rather than set.
+    pub torch_threads_auto: bool,
+    pub runtime_threads_auto: bool,
     pub idle_spin_us: u64,
     pub machine: String,
     pub latency: Vec<Latency>,
@@ -164,8 +168,10 @@ impl Report {
             precision: args.precision.to_string(),
             max_batch_size: args.max_batch_size,
             concurrency: args.concurrency,
-            torch_threads: args.torch_threads,
-            runtime_threads: args.runtime_threads,
+            torch_threads: served.torch_threads,
+            runtime_threads: served.runtime_threads,
+            torch_threads_auto: args.torch_threads == 0,
+            runtime_threads_auto: args.runtime_threads == 0,
             idle_spin_us: args.idle_spin_us,
             machine: args.machine.clone(),
             latency: bare.latency.into_iter().chain(served.latency).collect(),
@@ -180,12 +186,14 @@ impl Report {
 
     pub fn print(&self) {
         println!(
-            "\nrankload bench: {} on {} {} (torch threads {}, runtime threads {}, idle spin {} us; 0: default)",
+            "\nrankload bench: {} on {} {} (torch threads {}{}, runtime threads {}{}, idle spin {} us)",
             self.model,
             self.device,
             self.precision,
             self.torch_threads,
+            auto(self.torch_threads_auto),
             self.runtime_threads,
+            auto(self.runtime_threads_auto),
             self.idle_spin_us
         );
         println!("\nlatency (one request at a time)");
@@ -264,5 +272,13 @@ fn verdict(ok: bool) -> &'static str {
         "met"
     } else {
         "MISSED"
+    }
+}
+
+fn auto(resolved: bool) -> &'static str {
+    if resolved {
+        " (auto)"
+    } else {
+        ""
     }
 }

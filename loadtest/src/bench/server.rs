@@ -18,6 +18,9 @@ use super::report::{Latency, Throughput};
 use super::{BenchArgs, Workload};
 
 pub struct ServerResults {
+    /// Pool sizes the node reported (`rankd_threads`), after resolving "auto".
+    pub runtime_threads: usize,
+    pub torch_threads: usize,
     pub latency: Vec<Latency>,
     pub throughput: Vec<Throughput>,
 }
@@ -104,8 +107,27 @@ fn start(args: &BenchArgs) -> Result<Rankd> {
     })
 }
 
-pub fn measure(bundle: &Bundle, args: &BenchArgs) -> Result<ServerResults> {
+/// `bare_torch_threads`: what the bare half ran with. The node resolves its own thread
+/// counts; a node whose libtorch thread count differs would make the comparison unequal,
+/// so it stops the bench.
+pub fn measure(
+    bundle: &Bundle,
+    args: &BenchArgs,
+    bare_torch_threads: usize,
+) -> Result<ServerResults> {
     let rankd = start(args)?;
+    let started = Scrape::take(&rankd.metrics)?;
+    let pool = |p: &str| started.value(&format!("rankd_threads{{pool=\"{p}\"}}")) as usize;
+    let (runtime_threads, torch_threads) = (pool("runtime"), pool("torch"));
+    eprintln!(
+        "    {runtime_threads} runtime thread(s), {torch_threads} libtorch thread(s) per worker"
+    );
+    if torch_threads != bare_torch_threads {
+        bail!(
+            "the node runs {torch_threads} libtorch thread(s) but the bare engine ran {bare_torch_threads}: \
+             the comparison would not be like for like"
+        );
+    }
     let work = Arc::new(Workload::new(bundle, &args.candidates)?);
     // A lone caller measures latency on one thread, as a frontend's request path would;
     // the saturating callers get every core.
@@ -149,6 +171,8 @@ pub fn measure(bundle: &Bundle, args: &BenchArgs) -> Result<ServerResults> {
         throughput.push(t);
     }
     Ok(ServerResults {
+        runtime_threads,
+        torch_threads,
         latency,
         throughput,
     })
