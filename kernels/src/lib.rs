@@ -17,14 +17,12 @@ pub mod error;
 pub mod golden;
 pub mod input;
 pub mod quality;
-pub mod threads;
 
 pub use bundle::{Bundle, GoldenCase, GoldenSet, Lineage, Manifest, StoredPrecision};
 pub use device::{DeviceSpec, Precision};
 pub use engine::{EngineConfig, TorchRanker};
 pub use error::{InputError, KernelError};
 pub use input::{validate, RankInput, Ranked};
-pub use threads::{available_cores, intra_op_threads, ThreadPlan, ThreadRequest};
 
 /// What a loaded model is, for responses, metrics and health.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +53,11 @@ pub trait Ranker: Send + Sync {
 /// Whether libtorch in this process can use CUDA (false when `libtorch_cuda` was not linked).
 pub fn cuda_available() -> bool {
     tch::Cuda::is_available()
+}
+
+/// libtorch's intra-op thread count in this process now.
+pub fn intra_op_threads() -> usize {
+    usize::try_from(tch::get_num_threads()).unwrap_or(1)
 }
 
 /// CUDA device count as libtorch sees it.

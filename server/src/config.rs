@@ -137,9 +137,9 @@ pub struct ServerConfig {
     pub drain_delay_ms: u64,
     /// After the drain delay, how long in-flight requests get to finish before exit.
     pub shutdown_grace_ms: u64,
-    /// Async runtime worker threads for gRPC and metrics. 0 (auto): a quarter of the cores
-    /// (at least one) when the model computes on the CPU, one per core on CUDA; see
-    /// [`Config::resolve_threads`].
+    /// Async runtime worker threads for gRPC and metrics; 0 means one per core. Inference
+    /// runs on its own threads, so on small machines fewer runtime threads leave the
+    /// cores to the model.
     pub runtime_threads: usize,
 }
 
@@ -180,9 +180,7 @@ pub struct ModelConfig {
     pub bundle: Option<PathBuf>,
     pub device: DeviceSpec,
     pub precision: Precision,
-    /// libtorch intra-op threads per inference worker. 0 (auto): on the CPU, the cores the
-    /// runtime does not get, divided between the workers (at least one each); on CUDA,
-    /// libtorch's default (one per core).
+    /// libtorch intra-op threads; 0 keeps libtorch's default (one per core).
     pub torch_threads: usize,
     /// Golden replay score tolerance; unset uses the precision's default.
     pub golden_tolerance: Option<f32>,
@@ -578,8 +576,6 @@ impl Config {
         }
     }
 }
-
-mod threads;
 
 #[cfg(test)]
 mod tests;

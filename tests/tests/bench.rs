@@ -48,11 +48,11 @@ fn the_benchmark_reports_every_row_and_ratio_from_one_run() {
 
     let report: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(report["idle_spin_us"], 500);
-    // Set, not auto, and the node reported the same counts the bare half ran with.
+    // As set, and as the node reported them.
     assert_eq!(report["runtime_threads"], 1);
     assert_eq!(report["torch_threads"], 1);
-    assert_eq!(report["runtime_threads_auto"], false);
-    assert_eq!(report["torch_threads_auto"], false);
+    assert_eq!(report["runtime_threads_default"], false);
+    assert_eq!(report["torch_threads_default"], false);
     let rows = |key: &str, side: &str| -> Vec<Value> {
         report[key]
             .as_array()

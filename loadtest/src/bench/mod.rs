@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use rankd_kernels::{
-    available_cores, Bundle, DeviceSpec, EngineConfig, Precision, ThreadPlan, ThreadRequest,
-};
+use rankd_kernels::{Bundle, DeviceSpec, EngineConfig, Precision};
 
 pub use report::Report;
 
@@ -27,11 +25,10 @@ pub struct BenchArgs {
     pub device: DeviceSpec,
     #[arg(long, default_value = "fp32")]
     pub precision: Precision,
-    /// libtorch intra-op threads for both halves (0: auto, resolved as rankd resolves
-    /// `model.torch_threads = 0`).
+    /// libtorch intra-op threads for both halves (0: libtorch's default).
     #[arg(long, default_value_t = 0)]
     pub torch_threads: usize,
-    /// The server's async runtime threads (0: auto, as `server.runtime_threads = 0`).
+    /// The server's async runtime threads (0: tokio's default, one per core).
     #[arg(long, default_value_t = 0)]
     pub runtime_threads: usize,
     /// Server `batching.idle_spin_us`: how long an idle inference thread polls the queue
@@ -68,23 +65,11 @@ pub struct BenchArgs {
 }
 
 impl BenchArgs {
-    /// The thread counts rankd will resolve for these settings (it does the same with the
-    /// same arguments), so the bare engine runs with the server's libtorch thread count.
-    fn threads(&self) -> ThreadPlan {
-        let asked = ThreadRequest {
-            runtime: self.runtime_threads,
-            torch: self.torch_threads,
-            // The bench's node runs the default single inference worker.
-            workers: 1,
-        };
-        ThreadPlan::resolve(asked, available_cores(), self.device.computes_on_cpu())
-    }
-
     fn engine(&self) -> EngineConfig {
         EngineConfig {
             device: self.device,
             precision: self.precision,
-            torch_threads: self.threads().torch.unwrap_or(0),
+            torch_threads: self.torch_threads,
             golden_tolerance: None,
             warmup_shapes: self
                 .candidates

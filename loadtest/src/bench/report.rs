@@ -96,12 +96,12 @@ pub struct Report {
     pub precision: String,
     pub max_batch_size: usize,
     pub concurrency: usize,
-    /// What both halves ran with, after "auto" was resolved.
+    /// What both halves ran with, as the node reported it (`rankd_threads`).
     pub torch_threads: usize,
     pub runtime_threads: usize,
-    /// The thread counts were left at 0 (auto) rather than set.
-    pub torch_threads_auto: bool,
-    pub runtime_threads_auto: bool,
+    /// The thread counts were left at 0 (each library's default) rather than set.
+    pub torch_threads_default: bool,
+    pub runtime_threads_default: bool,
     pub idle_spin_us: u64,
     pub machine: String,
     pub latency: Vec<Latency>,
@@ -170,8 +170,8 @@ impl Report {
             concurrency: args.concurrency,
             torch_threads: served.torch_threads,
             runtime_threads: served.runtime_threads,
-            torch_threads_auto: args.torch_threads == 0,
-            runtime_threads_auto: args.runtime_threads == 0,
+            torch_threads_default: args.torch_threads == 0,
+            runtime_threads_default: args.runtime_threads == 0,
             idle_spin_us: args.idle_spin_us,
             machine: args.machine.clone(),
             latency: bare.latency.into_iter().chain(served.latency).collect(),
@@ -191,9 +191,9 @@ impl Report {
             self.device,
             self.precision,
             self.torch_threads,
-            auto(self.torch_threads_auto),
+            default(self.torch_threads_default),
             self.runtime_threads,
-            auto(self.runtime_threads_auto),
+            default(self.runtime_threads_default),
             self.idle_spin_us
         );
         println!("\nlatency (one request at a time)");
@@ -275,9 +275,9 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
-fn auto(resolved: bool) -> &'static str {
-    if resolved {
-        " (auto)"
+fn default(left_to_default: bool) -> &'static str {
+    if left_to_default {
+        " (default)"
     } else {
         ""
     }

@@ -116,7 +116,7 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    let mut cfg = match Config::load(cli.config.as_deref(), cli.overrides.to_value()) {
+    let cfg = match Config::load(cli.config.as_deref(), cli.overrides.to_value()) {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("rankd: {e}");
@@ -133,15 +133,12 @@ fn main() -> ExitCode {
     }
     let (Some(Command::Serve) | None) = cli.command;
     rankd_server::telemetry::init(&cfg.log);
-    let plan = cfg.resolve_threads();
-    tracing::info!(
-        runtime = plan.runtime,
-        torch = plan.torch,
-        cores = rankd_kernels::available_cores(),
-        "thread counts"
-    );
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.thread_name("rankd-rt").worker_threads(plan.runtime);
+    builder.thread_name("rankd-rt");
+    // 0 keeps tokio's default of one worker per core.
+    if cfg.server.runtime_threads > 0 {
+        builder.worker_threads(cfg.server.runtime_threads);
+    }
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
