@@ -63,7 +63,7 @@ impl TorchRanker {
     pub fn load(bundle: &Bundle, cfg: &EngineConfig) -> Result<(TorchRanker, f64), KernelError> {
         let start = Instant::now();
         if cfg.torch_threads > 0 {
-            tch::set_num_threads(i32::try_from(cfg.torch_threads).unwrap_or(i32::MAX));
+            crate::set_intra_op_threads(cfg.torch_threads);
         }
         let m = &bundle.manifest;
         let stored = m.stored_precision();

@@ -60,6 +60,12 @@ pub fn intra_op_threads() -> usize {
     usize::try_from(tch::get_num_threads()).unwrap_or(1)
 }
 
+/// Sets libtorch's intra-op thread count for the whole process (as loading a model with
+/// `EngineConfig::torch_threads` does).
+pub fn set_intra_op_threads(n: usize) {
+    tch::set_num_threads(i32::try_from(n).unwrap_or(i32::MAX));
+}
+
 /// CUDA device count as libtorch sees it.
 pub fn cuda_device_count() -> usize {
     usize::try_from(tch::Cuda::device_count()).unwrap_or(0)

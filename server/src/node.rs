@@ -263,12 +263,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     };
     pool("runtime").set(tokio::runtime::Handle::current().metrics().num_workers() as i64);
     pool("inference").set(b.workers as i64);
-    // 0 only when left to libtorch's default, which libtorch itself reports.
-    let torch = match cfg.model.torch_threads {
-        0 => rankd_kernels::intra_op_threads(),
-        n => n,
-    };
-    pool("torch").set(torch as i64);
+    // Applied here too, not only when a model loads (a cluster node may load none for a
+    // while), so the gauge reads what libtorch really runs with.
+    if cfg.model.torch_threads > 0 {
+        rankd_kernels::set_intra_op_threads(cfg.model.torch_threads);
+    }
+    pool("torch").set(rankd_kernels::intra_op_threads() as i64);
     // The row budget follows the device the configured engine lands on.
     let device = slot
         .current()

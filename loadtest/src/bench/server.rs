@@ -18,7 +18,7 @@ use super::report::{Latency, Throughput};
 use super::{BenchArgs, Workload};
 
 pub struct ServerResults {
-    /// Pool sizes the node reported (`rankd_threads`), after resolving "auto".
+    /// Pool sizes the node reported (`rankd_threads`).
     pub runtime_threads: usize,
     pub torch_threads: usize,
     pub latency: Vec<Latency>,
@@ -107,9 +107,9 @@ fn start(args: &BenchArgs) -> Result<Rankd> {
     })
 }
 
-/// `bare_torch_threads`: what the bare half ran with. The node resolves its own thread
-/// counts; a node whose libtorch thread count differs would make the comparison unequal,
-/// so it stops the bench.
+/// `bare_torch_threads`: what the bare half ran with. The node sets its own thread counts
+/// from its config; one whose libtorch count differs would make the comparison unequal, so
+/// it stops the bench.
 pub fn measure(
     bundle: &Bundle,
     args: &BenchArgs,
