@@ -2,9 +2,13 @@
 //! activate the configured bundle (if any), load the active version, bind the ports, start
 //! the inference workers, serve gRPC and metrics, and shut down in order.
 
+mod error;
+mod listen;
 mod readiness;
+mod scrub;
 mod single;
 
+pub use error::StartError;
 pub(crate) use single::register_store;
 
 use std::future::Future;
@@ -12,13 +16,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rankd_artifact::{ArtifactError, Keyring, Store};
-use rankd_kernels::KernelError;
+use rankd_artifact::{Keyring, Store};
 use rankd_proto::admin::v1::admin_server::AdminServer;
 use rankd_proto::peer::v1::peer_server::PeerServer;
 use rankd_proto::v1::heartbeat_server::HeartbeatServer;
 use rankd_proto::v1::ranker_server::RankerServer;
-use tokio::net::TcpListener;
 use tonic::transport::Server;
 
 use crate::admin::AdminService;
@@ -30,12 +32,11 @@ use crate::cluster::fetch::Reconciler;
 use crate::cluster::peer::PeerService;
 use crate::cluster::{Cluster, ClusterParts, LocalModels};
 use crate::config::{Bootstrap, Config, ConfigError};
-use crate::error::ClusterError;
 use crate::forward::Forwarder;
 use crate::health::Readiness;
 use crate::heartbeat_stream::HeartbeatService;
-use crate::metrics::{self, Metrics, Outcome};
-use crate::model::{LoadError, ModelSlot};
+use crate::metrics::{self, Metrics};
+use crate::model::ModelSlot;
 use crate::node_state::NodeState;
 use crate::oip::{self, OipService};
 use crate::scheduler::{Scheduler, SchedulerConfig};
@@ -44,6 +45,8 @@ use crate::stack::guard::GuardLayer;
 use crate::stack::late::LateCell;
 use crate::stack::{serving_stack, Routed, StackConfig};
 use crate::tls::NodeTls;
+use listen::{bind, incoming_on, local_addr, reflection_builder, warn_insecure};
+use scrub::scrub_loop;
 use tower::{Layer, ServiceBuilder};
 
 /// A boxed route, for services that are chosen or built after the server's type is fixed.
@@ -52,52 +55,6 @@ type Route = tower::util::BoxCloneSyncService<
     http::Response<tonic::body::Body>,
     std::convert::Infallible,
 >;
-
-/// Why a node did not start. Each maps to a distinct exit code so supervisors can tell a
-/// bad config from a bad model from a busy port.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Keyring(ArtifactError),
-    #[error("{what}: {source}")]
-    Model {
-        what: String,
-        #[source]
-        source: LoadError,
-    },
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("gRPC server failed: {0}")]
-    Serve(#[from] tonic::transport::Error),
-    #[error("cluster: {0}")]
-    Cluster(#[from] ClusterError),
-    #[error("tls: {0}")]
-    Tls(#[from] crate::tls::TlsError),
-}
-
-impl StartError {
-    /// sysexits: 64 usage/config, 65 data (the model or the store), 69 unavailable (ports).
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            StartError::Config(_) | StartError::Keyring(_) | StartError::Tls(_) => 64,
-            StartError::Model {
-                source:
-                    LoadError::Kernel(KernelError::PrecisionUnsupported { .. } | KernelError::Device(_)),
-                ..
-            } => 64,
-            StartError::Model { .. } => 65,
-            StartError::Bind { .. } => 69,
-            StartError::Cluster(_) => 65,
-            StartError::Serve(_) => 1,
-        }
-    }
-}
 
 /// Opens the store, loads the model, binds, and serves until `shutdown` resolves; then
 /// drains and returns.
@@ -580,99 +537,4 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Re-verifies every stored artifact each `interval` (0 disables), with a metric and a log
-/// line per result.
-async fn scrub_loop(
-    store: Arc<Store>,
-    cluster: Arc<Cluster>,
-    metrics: Arc<Metrics>,
-    interval: Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    if interval.is_zero() {
-        return;
-    }
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = ticker.tick() => {}
-        }
-        let s = store.clone();
-        let Ok(results) = tokio::task::spawn_blocking(move || s.scrub()).await else {
-            continue;
-        };
-        for r in results {
-            let result = if r.ok { "ok" } else { "failed" };
-            metrics
-                .artifact_verifications
-                .get_or_create(&Outcome { result })
-                .inc();
-            if r.ok {
-                tracing::info!(name = %r.model.name, version = %r.model.version, "scrub: artifact verified");
-            } else {
-                tracing::error!(name = %r.model.name, version = %r.model.version, detail = %r.detail,
-                    "scrub: artifact failed verification and was quarantined; fetching it again from a peer");
-                cluster.local.wake.notify_one();
-            }
-        }
-    }
-}
-
-/// Every service this node serves, for grpc.reflection v1 and v1alpha alike.
-/// The accept stream for one port: TLS when `tls` is configured, else plaintext.
-fn incoming_on(
-    listener: TcpListener,
-    tls: Option<&crate::tls::Listener>,
-    port: &'static str,
-    metrics: &Arc<Metrics>,
-) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<crate::tls::Conn>> {
-    let metrics = metrics.clone();
-    crate::tls::incoming(listener, tls.map(|l| l.live.clone()), port, move || {
-        metrics
-            .tls
-            .handshake_failures
-            .get_or_create(&crate::metrics::PortLabel { port })
-            .inc();
-    })
-}
-
-/// Plaintext ports and anonymous admin are for development; say so where nobody can miss it.
-fn warn_insecure(cfg: &Config) {
-    let t = &cfg.tls;
-    let mut plaintext = Vec::new();
-    if t.client.is_none() {
-        plaintext.push("client");
-    }
-    if cfg.server.admin_listen.is_some() && t.admin.is_none() {
-        plaintext.push("admin");
-    }
-    if t.peer.is_none() {
-        plaintext.push("peer");
-    }
-    for port in plaintext {
-        tracing::warn!(port, "INSECURE (tls.mode = \"insecure-dev\"): this port speaks PLAINTEXT; anyone who can reach it can read and forge its traffic. Never run this in production.");
-    }
-    if cfg.auth.mode == crate::tls::SecurityMode::InsecureDev {
-        tracing::warn!("INSECURE (auth.mode = \"insecure-dev\"): admin calls WITHOUT a credential run as \"anonymous\" with the admin role. Never run this in production.");
-    }
-}
-
-fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(rankd_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-}
-
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
-}
-
-fn local_addr(l: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartError> {
-    l.local_addr()
-        .map_err(|source| StartError::Bind { addr, source })
 }
