@@ -26,7 +26,7 @@ $(VENV)/.installed: deploy/requirements.txt
 	touch $@
 
 model: $(BUNDLE)/manifest.json
-$(BUNDLE)/manifest.json: $(VENV)/.installed deploy/demo_model/export.py
+$(BUNDLE)/manifest.json: $(VENV)/.installed deploy/demo_model/export.py deploy/demo_model/bundle_files.py
 	PYTHONHASHSEED=0 $(PY) deploy/demo_model/export.py demo --out $(BUNDLE) --force
 
 build: venv

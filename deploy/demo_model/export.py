@@ -62,8 +62,6 @@ depends on machine speed (a warning is printed).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import hashlib
 import json
 import math
 import os
@@ -81,20 +79,16 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from safetensors import safe_open  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
-FORMAT_VERSION = 1
+from bundle_files import (  # noqa: E402,F401  (re-exported for compress.py and quantize.py)
+    EVAL_FILE, EXAMPLE_FILE, FORMAT_VERSION, GOLDEN_FILE, ITEMS_FILE, ITEMS_TENSOR, MANIFEST_FILE, MODEL_FILE,
+    BundleError, build_bundle, bundle_summary, check_destination, created_at_value, fsync_path, log,
+    prepare_staging, publish, sha256_file, warn, write_items, write_json, write_manifest,
+)
+
 EXIT_ERROR = 2
 TORCH_THREADS = 2
-
-MODEL_FILE = "model.pt"
-ITEMS_FILE = "items.safetensors"
-GOLDEN_FILE = "golden.json"
-EXAMPLE_FILE = "example_query.json"
-EVAL_FILE = "eval.json"
-MANIFEST_FILE = "manifest.json"
-ITEMS_TENSOR = "items"
 
 # Golden-case acceptance rule (see module docstring).
 GOLDEN_REL_MARGIN = 0.05
@@ -111,18 +105,6 @@ LABEL_QUANTILES = (0.50, 0.80, 0.95)
 
 # Named, independent random streams, all derived from --seed.
 STREAMS = ("catalogue", "relevance", "train", "eval", "golden", "example", "check")
-
-
-class BundleError(Exception):
-    """A problem the user can fix; reported as one message and exit code 2."""
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
-
-
-def warn(msg: str) -> None:
-    print(f"warning: {msg}", file=sys.stderr, flush=True)
 
 
 def make_streams(seed: int) -> dict[str, np.random.Generator]:
@@ -458,141 +440,6 @@ def make_example_query(rng: np.random.Generator, query_dim: int, item_count: int
 # --------------------------------------------------------------------------------------
 # Bundle files
 # --------------------------------------------------------------------------------------
-
-
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_json(path: Path, obj: object, indent: int | None = None) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=indent, allow_nan=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def write_items(path: Path, items: Tensor, dtype: torch.dtype = torch.float32) -> None:
-    save_file({ITEMS_TENSOR: items.to(dtype).contiguous()}, str(path))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)  # save_file creates the file 0600
-    fsync_path(path)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def created_at_value(override: str | None) -> str:
-    if override is None:
-        return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    try:
-        parsed = dt.datetime.fromisoformat(override)
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.utcoffset() != dt.timedelta(0) or "T" not in override:
-        raise BundleError(f"--created-at {override!r} is not a UTC RFC 3339 timestamp like 2026-11-27T19:40:00Z")
-    return override
-
-
-def write_manifest(
-    staging: Path,
-    *,
-    name: str,
-    version: str,
-    query_dim: int,
-    item_dim: int,
-    item_count: int,
-    created_at: str,
-    training: dict | None = None,
-    precision: str = "fp32",
-    extra: dict | None = None,
-) -> None:
-    listed = [MODEL_FILE, ITEMS_FILE, GOLDEN_FILE] + ([EVAL_FILE] if (staging / EVAL_FILE).exists() else [])
-    manifest: dict = {
-        "format_version": FORMAT_VERSION,
-        "name": name,
-        "version": version,
-        "query_dim": query_dim,
-        "item_dim": item_dim,
-        "item_count": item_count,
-        "precision": precision,
-        "created_at": created_at,
-        "files": {f: sha256_file(staging / f) for f in listed},
-    }
-    if training is not None:
-        manifest["training"] = training
-    manifest.update(extra or {})
-    write_json(staging / MANIFEST_FILE, manifest, indent=2)
-
-
-def check_destination(out: Path, force: bool) -> None:
-    """Refuses to overwrite an existing bundle (or any non-empty directory) without --force."""
-    if out.exists() or out.is_symlink():
-        if not out.is_dir():
-            raise BundleError(f"{out} exists and is not a directory")
-        if not force:
-            if (out / MANIFEST_FILE).exists():
-                raise BundleError(f"{out} already holds a bundle ({MANIFEST_FILE}); pass --force to replace it")
-            if any(out.iterdir()):
-                raise BundleError(f"{out} exists and is not empty; pass --force to replace it")
-
-
-def prepare_staging(out: Path, force: bool) -> Path:
-    """Creates the empty sibling directory DIR.tmp-<pid> that the bundle is assembled in."""
-    check_destination(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f"{out.name}.tmp-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
-    return staging
-
-
-def publish(staging: Path, out: Path, force: bool) -> None:
-    """Renames the finished staging directory to DIR (replacing DIR only with --force)."""
-    fsync_path(staging)
-    old = None
-    if out.exists() and force and (out.is_symlink() or any(out.iterdir())):
-        old = out.parent / f"{out.name}.old-{os.getpid()}"
-        os.rename(out, old)
-    try:
-        os.replace(staging, out)  # also replaces an empty directory
-    except OSError as exc:
-        if old is not None:
-            os.rename(old, out)
-        raise BundleError(f"cannot move bundle into place at {out}: {exc}") from exc
-    fsync_path(out.parent)
-    if old is not None:
-        if old.is_symlink():
-            old.unlink()
-        else:
-            shutil.rmtree(old)
-
-
-def build_bundle(out: Path, force: bool, fill: Callable[[Path], str]) -> None:
-    """Runs fill(staging) (which returns the final summary) and publishes atomically."""
-    staging = prepare_staging(out, force)
-    try:
-        summary = fill(staging)
-        publish(staging, out, force)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    log(f"wrote bundle {out} ({summary})")
-
-
-def bundle_summary(name: str, version: str, item_count: int, query_dim: int, item_dim: int) -> str:
-    return f"name={name}, version={version}, items={item_count}, query_dim={query_dim}, item_dim={item_dim}"
 
 
 # --------------------------------------------------------------------------------------
