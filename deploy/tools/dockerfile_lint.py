@@ -9,12 +9,11 @@ import re
 import subprocess
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def rel(p: Path) -> str:
+def shown(p: Path, context: Path) -> str:
+    """`p` as messages name it: relative to the build context when it lies inside it."""
     try:
-        return str(p.relative_to(ROOT))
+        return str(p.relative_to(context))
     except ValueError:
         return str(p)
 
@@ -25,10 +24,10 @@ INSTRUCTIONS = {
 }
 
 
-def ignore_patterns(dockerfile: Path) -> list[tuple[bool, str]]:
+def ignore_patterns(dockerfile: Path, context: Path) -> list[tuple[bool, str]]:
     f = dockerfile.with_name(dockerfile.name + ".dockerignore")
     if not f.exists():
-        f = ROOT / ".dockerignore"
+        f = context / ".dockerignore"
     pats = []
     if f.exists():
         for line in f.read_text().splitlines():
@@ -58,14 +57,14 @@ def dockerfile_errors(path: Path, context: Path) -> list[str]:
     try:
         cmds = dockerfile.parse_file(str(path))
     except Exception as e:
-        return [f"{rel(path)}: does not parse: {e}"]
+        return [f"{shown(path, context)}: does not parse: {e}"]
     errors = []
-    pats = ignore_patterns(path)
+    pats = ignore_patterns(path, context)
     stages: list[str] = []
     global_args: set[str] = set()
     seen_from = False
     for c in cmds:
-        where = f"{rel(path)}:{c.start_line}"
+        where = f"{shown(path, context)}:{c.start_line}"
         if c.cmd.upper() not in INSTRUCTIONS:
             errors.append(f"{where}: unknown instruction {c.cmd}")
             continue
@@ -104,5 +103,5 @@ def dockerfile_errors(path: Path, context: Path) -> list[str]:
             if out.returncode != 0:
                 errors.append(f"{where}: RUN is not valid sh: {out.stderr.strip()}")
     if not stages:
-        errors.append(f"{rel(path)}: no FROM")
+        errors.append(f"{shown(path, context)}: no FROM")
     return errors

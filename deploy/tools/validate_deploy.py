@@ -41,7 +41,7 @@ from typing import Any, Callable
 
 import yaml
 
-from dockerfile_lint import dockerfile_errors
+from dockerfile_lint import dockerfile_errors, shown
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -93,10 +93,7 @@ def expect_rejected(what: str, errors: list[str]) -> None:
 
 
 def rel(p: Path) -> str:
-    try:
-        return str(p.relative_to(ROOT))
-    except ValueError:
-        return str(p)
+    return shown(p, ROOT)
 
 
 # --- Kubernetes ------------------------------------------------------------------------
