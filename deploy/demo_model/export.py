@@ -84,7 +84,7 @@ from torch import Tensor, nn  # noqa: E402
 from bundle_files import (  # noqa: E402,F401  (re-exported for compress.py and quantize.py)
     EVAL_FILE, EXAMPLE_FILE, FORMAT_VERSION, GOLDEN_FILE, ITEMS_FILE, ITEMS_TENSOR, MANIFEST_FILE, MODEL_FILE,
     BundleError, build_bundle, bundle_summary, check_destination, created_at_value, fsync_path, log,
-    prepare_staging, publish, sha256_file, warn, write_items, write_json, write_manifest,
+    sha256_file, warn, write_items, write_json, write_manifest,
 )
 
 EXIT_ERROR = 2
