@@ -221,11 +221,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     pool("runtime").set(tokio::runtime::Handle::current().metrics().num_workers() as i64);
     pool("inference").set(b.workers as i64);
     // Applied here too, not only when a model loads (a cluster node may load none for a
-    // while), so the gauge reads what libtorch really runs with.
+    // while). Left at 0, libtorch is not asked: reading its count on this runtime thread
+    // initialises its OpenMP state here, which skewed load balancing in tests/gray_node.rs.
     if cfg.model.torch_threads > 0 {
         rankd_kernels::set_intra_op_threads(cfg.model.torch_threads);
+        pool("torch").set(rankd_kernels::intra_op_threads() as i64);
     }
-    pool("torch").set(rankd_kernels::intra_op_threads() as i64);
     // The row budget follows the device the configured engine lands on.
     let device = slot
         .current()

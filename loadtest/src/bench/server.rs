@@ -118,7 +118,14 @@ pub fn measure(
     let rankd = start(args)?;
     let started = Scrape::take(&rankd.metrics)?;
     let pool = |p: &str| started.value(&format!("rankd_threads{{pool=\"{p}\"}}")) as usize;
-    let (runtime_threads, torch_threads) = (pool("runtime"), pool("torch"));
+    let (runtime_threads, reported) = (pool("runtime"), pool("torch"));
+    // A node left at libtorch's default does not report it; that default is the same in
+    // both processes.
+    let torch_threads = if reported == 0 {
+        bare_torch_threads
+    } else {
+        reported
+    };
     eprintln!(
         "    {runtime_threads} runtime thread(s), {torch_threads} libtorch thread(s) per worker"
     );
